@@ -1,0 +1,1 @@
+"""The `irisml-tf` command line (installed as the package ``irisml_tf.cli``)."""

@@ -1,0 +1,18 @@
+"""`irisml-tf`: the click group; each command is a thin function over the library."""
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="irisml-tf")
+def main() -> None:
+    """Stellar parameters (Teff, log g, [M/H], A_V, R_V) from broadband photometry by neural
+    posterior estimation."""
+
+
+def _register() -> None:
+    from . import bands_cmd, grid_cmd, simulate_cmd  # noqa: F401  (commands attach to `main`)
+
+
+_register()
