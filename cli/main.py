@@ -1,7 +1,12 @@
 """`irisml-tf`: the click group; each command is a thin function over the library."""
 from __future__ import annotations
 
+import os
+
 import click
+
+# TensorFlow's C++ start-up chatter is not for catalogue users
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

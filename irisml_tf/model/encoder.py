@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from irisml_tf.physics.bands import NUM_BANDS
+
 __all__ = ["TransformerBlock", "SetEncoder"]
 
 
@@ -82,7 +84,7 @@ class SetEncoder(keras.layers.Layer):
     mag_err float [B, K]. A star with no present band gets the context of the CLS token alone.
     """
 
-    def __init__(self, num_bands: int = 25, embed_dim: int = 64, num_heads: int = 4,
+    def __init__(self, num_bands: int = NUM_BANDS, embed_dim: int = 64, num_heads: int = 4,
                  num_blocks: int = 2, mlp_dim: int = 128, dropout: float = 0.0,
                  err_floor: float = 1e-3, **kwargs):
         super().__init__(**kwargs)

@@ -29,6 +29,7 @@ from irisml_tf.model.encoder import SetEncoder
 from irisml_tf.model.flow import ConditionalMAF
 from irisml_tf.model.transform import (DEFAULT_LOWER, DEFAULT_UPPER, NUM_PARAMS,
                                        ParameterTransform)
+from irisml_tf.physics.bands import NUM_BANDS
 
 __all__ = ["PosteriorModel"]
 
@@ -72,7 +73,7 @@ class PosteriorModel(keras.Model):
     mag_err float32 [B, K]; theta float32 [B, 5] in the order (teff, logg, mh, av, rv).
     """
 
-    def __init__(self, num_bands: int = 25, embed_dim: int = 64, num_heads: int = 4,
+    def __init__(self, num_bands: int = NUM_BANDS, embed_dim: int = 64, num_heads: int = 4,
                  num_blocks: int = 2, mlp_dim: int = 128, flow_blocks: int = 5,
                  made_hidden: Sequence[int] = (128, 128), mixture_components: int = 0,
                  dropout: float = 0.0, activation: str = "tanh", log_scale_bound: float = 3.0,

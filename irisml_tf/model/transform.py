@@ -20,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from irisml_tf.physics.simulator import PARAM_NAMES
+
 tfb = tfp.bijectors
 
 __all__ = [
@@ -31,8 +33,7 @@ __all__ = [
     "fit_standardization",
 ]
 
-#: Parameter order and names, used everywhere.
-PARAM_NAMES: tuple[str, ...] = ("teff", "logg", "mh", "av", "rv")
+# PARAM_NAMES (order and names of θ) is the physics layer's single copy, re-exported here.
 NUM_PARAMS = len(PARAM_NAMES)
 #: Support box of the shipped BOSZ grid and the extinction parameters.
 DEFAULT_LOWER: tuple[float, ...] = (2800.0, -0.5, -2.5, 0.0, 2.3)

@@ -20,6 +20,7 @@ import tensorflow as tf
 import yaml
 
 from .grid import StellarGrid, load_grid
+from .simulator import locate, uniform_index
 
 __all__ = ["Prior", "DEFAULT_PRIOR", "load_prior_config"]
 
@@ -157,12 +158,7 @@ class Prior(tf.Module):
         self._lo, self._hi = tf.constant(self.lower), tf.constant(self.upper)
 
     def _cells(self, theta):
-        teff, logg, mh = theta[:, 0], theta[:, 1], theta[:, 2]
-        nt, ng, nm = self._log_teff.shape[0], self._g[2], self._m[2]
-        it = tf.clip_by_value(tf.searchsorted(self._log_teff, tf.math.log(teff) / _LN10,
-                                              side="right") - 1, 0, nt - 2)
-        ig = tf.cast(tf.clip_by_value(tf.floor((logg - self._g[0]) / self._g[1]), 0, ng - 2), tf.int32)
-        im = tf.cast(tf.clip_by_value(tf.floor((mh - self._m[0]) / self._m[1]), 0, nm - 2), tf.int32)
+        it, _, ig, _, im, _ = locate(theta[:, 0], theta[:, 1], theta[:, 2], self._log_teff, self._g, self._m)
         return it, ig, im
 
     # -- log_prob --------------------------------------------------------------------------------
@@ -197,8 +193,7 @@ class Prior(tf.Module):
     def _sample(self, n, seed):
         u = tf.random.stateless_uniform(tf.stack([n, 5]), seed, minval=1e-7, maxval=1 - 1e-7)
         logg = self.logg_low + (self.logg_high - self.logg_low) * u[:, 0]
-        ng = self._g[2]
-        ig = tf.cast(tf.clip_by_value(tf.floor((logg - self._g[0]) / self._g[1]), 0, ng - 2), tf.int32)
+        ig, _ = uniform_index(logg, *self._g)
         # [M/H]: inverse of the tabulated CDF of its logg row
         rows = tf.gather(self._mh_cdf, ig)  # (n, F)
         j = tf.clip_by_value(tf.searchsorted(rows, u[:, 1:2], side="right")[:, 0] - 1, 0, rows.shape[1] - 2)
@@ -206,8 +201,7 @@ class Prior(tf.Module):
         c1 = tf.gather(rows, j + 1, batch_dims=1)
         frac = tf.clip_by_value((u[:, 1] - c0) / tf.maximum(c1 - c0, 1e-12), 0.0, 1.0)
         mh = tf.gather(self._mh_fine, j) + _MH_STEP * frac
-        nm = self._m[2]
-        im = tf.cast(tf.clip_by_value(tf.floor((mh - self._m[0]) / self._m[1]), 0, nm - 2), tf.int32)
+        _, _, _, _, im, _ = locate(tf.fill(tf.shape(mh), 5000.0), logg, mh, self._log_teff, self._g, self._m)
         # teff: inverse CDF of the piecewise log-uniform density
         tcdf = tf.gather_nd(self._teff_cdf, tf.stack([ig, im], -1))  # (n, T)
         k = tf.clip_by_value(tf.searchsorted(tcdf, u[:, 2:3], side="right")[:, 0] - 1, 0, tcdf.shape[1] - 2)

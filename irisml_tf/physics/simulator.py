@@ -15,9 +15,30 @@ import tensorflow as tf
 
 from .grid import StellarGrid, load_grid
 
-__all__ = ["Simulator", "PARAM_NAMES"]
+__all__ = ["Simulator", "PARAM_NAMES", "locate", "uniform_index"]
 
 PARAM_NAMES = ("teff", "logg", "mh", "av", "rv")
+# float32 puts a grid node a hair below itself; snap within this many cells to the node
+_SNAP = 1e-5
+
+
+def uniform_index(x, start, step, n):
+    """Cell index (clipped to 0 … n−2) and fraction on a uniform axis of n nodes."""
+    pos = (x - start) / step
+    i = tf.clip_by_value(tf.floor(pos + _SNAP), 0.0, float(n - 2))
+    return tf.cast(i, tf.int32), pos - i
+
+
+def locate(teff, logg, mh, log_teff, logg_axis, mh_axis):
+    """Cells and fractions in (log10 teff, logg, mh); the one rule the simulator and prior share."""
+    lt = tf.math.log(teff) / np.log(10.0)
+    nt = log_teff.shape[0]
+    snap = 1e-6  # in log10 teff: > float32 rounding, < 0.01 K
+    it = tf.clip_by_value(tf.searchsorted(log_teff, lt + snap, side="right") - 1, 0, nt - 2)
+    t0, t1 = tf.gather(log_teff, it), tf.gather(log_teff, it + 1)
+    ig, fg = uniform_index(logg, *logg_axis)
+    im, fm = uniform_index(mh, *mh_axis)
+    return it, (lt - t0) / (t1 - t0), ig, fg, im, fm
 
 
 class Simulator(tf.Module):
@@ -76,11 +97,6 @@ class Simulator(tf.Module):
         inside = tf.reduce_all((theta >= self._lo) & (theta <= self._hi), axis=-1)
         return finite & inside
 
-    @staticmethod
-    def _uniform_index(x, start, step, n):
-        pos = (x - start) / step
-        i = tf.clip_by_value(tf.floor(pos), 0.0, float(n - 2))
-        return tf.cast(i, tf.int32), pos - i
 
     def __call__(self, theta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         theta = tf.convert_to_tensor(theta, tf.float32)
@@ -95,12 +111,7 @@ class Simulator(tf.Module):
         safe = tf.where(ok[:, None], theta, 0.5 * (self._lo + self._hi))
         teff, logg, mh, av, rv = tf.unstack(safe, axis=-1)
         t, g, m = self._shape
-        lt = tf.math.log(teff) / np.log(10.0)
-        it = tf.clip_by_value(tf.searchsorted(self._log_teff, lt, side="right") - 1, 0, t - 2)
-        t0, t1 = tf.gather(self._log_teff, it), tf.gather(self._log_teff, it + 1)
-        ft = (lt - t0) / (t1 - t0)
-        ig, fg = self._uniform_index(logg, *self._logg)
-        im, fm = self._uniform_index(mh, *self._mh)
+        it, ft, ig, fg, im, fm = locate(teff, logg, mh, self._log_teff, self._logg, self._mh)
         cell = (it * (g - 1) + ig) * (m - 1) + im
         valid = tf.gather(self._cell_valid, cell) & ok[:, None]
         # 8 corners: flat node index and multilinear weight
@@ -114,8 +125,8 @@ class Simulator(tf.Module):
         mag = vals[:, :b]
         coef = tf.reshape(vals[:, b:], (-1, b, r))
         # extinction basis, bilinear in (A_V, u = 1/R_V)
-        ia, fa = self._uniform_index(av, *self._av)
-        iu, fu = self._uniform_index(1.0 / rv, *self._u)
+        ia, fa = uniform_index(av, *self._av)
+        iu, fu = uniform_index(1.0 / rv, *self._u)
         nu = self._u[2]
         rows = tf.stack([ia * nu + iu, ia * nu + iu + 1, (ia + 1) * nu + iu, (ia + 1) * nu + iu + 1], axis=1)
         wb = tf.stack([(1 - fa) * (1 - fu), (1 - fa) * fu, fa * (1 - fu), fa * fu], axis=1)

@@ -1,0 +1,1 @@
+"""Data layer: observation model and simulated datasets."""
