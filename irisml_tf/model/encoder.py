@@ -122,8 +122,8 @@ class SetEncoder(keras.layers.Layer):
 
     def call(self, band_index, mag, mag_err, training=None):
         band_index = tf.convert_to_tensor(band_index)
-        mag = tf.convert_to_tensor(mag, dtype=self.compute_dtype)
-        mag_err = tf.convert_to_tensor(mag_err, dtype=self.compute_dtype)
+        mag = tf.cast(mag, self.compute_dtype)
+        mag_err = tf.cast(mag_err, self.compute_dtype)
         present = band_index >= 0  # [B, K]
         index = tf.where(present, band_index, tf.zeros_like(band_index))
         mag = tf.where(present, mag, tf.zeros_like(mag))

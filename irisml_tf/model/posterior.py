@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from irisml_tf.model.encoder import SetEncoder
@@ -50,7 +51,7 @@ def _stateless_seed(seed):
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
     if seed.shape.rank == 0:
         seed = tf.stack([seed, tf.zeros([], tf.int32)])
-    if seed.shape.rank != 1 or (seed.shape[0] is not None and seed.shape[0] != 2):
+    if seed.shape.rank is not None and (seed.shape.rank != 1 or seed.shape[0] not in (None, 2)):
         raise ValueError(f"`seed` must be an int or have shape [2], got shape {seed.shape}")
     return seed
 
@@ -127,14 +128,18 @@ class PosteriorModel(keras.Model):
     def log_prob(self, theta, band_index, mag, mag_err, training=False):
         """log q(θ | x) [B] of theta [B, 5] in physical units (transform log-det included).
 
-        θ on or outside the support box is clamped just inside it (see ParameterTransform).
+        θ outside the support box gets −inf; θ exactly on a bound is clamped just inside it
+        (see ParameterTransform) and gets a finite value.
         """
-        theta = tf.convert_to_tensor(theta, dtype=tf.float32)
+        theta = tf.cast(theta, tf.float32)
         context = self.context(band_index, mag, mag_err, training=training)
         transform = self.parameter_transform()
         z = transform.inverse(theta)
-        return (self.flow.log_prob(z, context)
-                + transform.inverse_log_det_jacobian(theta, event_ndims=1))
+        log_q = (self.flow.log_prob(z, context)
+                 + transform.inverse_log_det_jacobian(theta, event_ndims=1))
+        outside = tf.reduce_any((theta < tf.constant(self.lower, tf.float32))
+                                | (theta > tf.constant(self.upper, tf.float32)), axis=-1)
+        return tf.where(outside, tf.constant(-np.inf, log_q.dtype), log_q)
 
     def sample_and_log_prob(self, num_samples, band_index, mag, mag_err, seed=None):
         """``num_samples`` draws per star and their log q.
