@@ -120,7 +120,7 @@ class Simulator(tf.Module):
         w = ((tf.where(c[:, 0] == 1, ft[:, None], 1 - ft[:, None]))
              * tf.where(c[:, 1] == 1, fg[:, None], 1 - fg[:, None])
              * tf.where(c[:, 2] == 1, fm[:, None], 1 - fm[:, None]))  # (N, 8)
-        vals = tf.einsum("nc,ncd->nd", w, tf.gather(self._nodes, idx))  # (N, B + B R)
+        vals = tf.reduce_sum(w[:, :, None] * tf.gather(self._nodes, idx), axis=1)  # (N, B + B R), fused by XLA
         b, r = self.num_bands, self.rank
         mag = vals[:, :b]
         coef = tf.reshape(vals[:, b:], (-1, b, r))
@@ -130,7 +130,7 @@ class Simulator(tf.Module):
         nu = self._u[2]
         rows = tf.stack([ia * nu + iu, ia * nu + iu + 1, (ia + 1) * nu + iu, (ia + 1) * nu + iu + 1], axis=1)
         wb = tf.stack([(1 - fa) * (1 - fu), (1 - fa) * fu, fa * (1 - fu), fa * fu], axis=1)
-        basis = tf.reshape(tf.einsum("nc,ncd->nd", wb, tf.gather(self._basis, rows)), (-1, 1 + r, b))
-        k = basis[:, 0] + tf.einsum("nbr,nrb->nb", coef, basis[:, 1:])
+        basis = tf.reshape(tf.reduce_sum(wb[:, :, None] * tf.gather(self._basis, rows), axis=1), (-1, 1 + r, b))
+        k = basis[:, 0] + tf.reduce_sum(coef * tf.transpose(basis[:, 1:], (0, 2, 1)), axis=-1)
         mags = mag + av[:, None] * k
         return tf.where(valid, mags, 0.0), valid
