@@ -91,27 +91,39 @@ def planck(wave: np.ndarray, teff: np.ndarray) -> np.ndarray:
 
 
 def proxy_spectra(teff: np.ndarray, band_flux: np.ndarray, curves: list[FilterCurve],
-                  wave: np.ndarray = PROXY_WAVE, iterations: int = 30) -> np.ndarray:
+                  wave: np.ndarray = PROXY_WAVE, smooth: float = 1e-3) -> np.ndarray:
     """Spectra rebuilt from band fluxes, for stars known only through photometry.
 
-    The proxy is a black body of the star's Teff times a correction that is piecewise linear in
-    (log λ, log ratio) through the bands' pivot wavelengths and constant beyond the outermost ones;
-    the ratios are iterated until the proxy's own band fluxes reproduce ``band_flux`` (N, M).
-    Bands with non-positive flux are left out for that star. Returns F_λ (N, L) on ``wave``.
+    The proxy is a black body of the star's Teff times a non-negative correction, piecewise linear
+    in log λ with knots at the bands' pivot wavelengths (pivots closer than 4 % merged) and at the
+    ends of ``wave``. The correction is linear in its knot values, so they are fitted by
+    non-negative least squares to the band fluxes (N, M) in relative units, with a small
+    second-difference penalty ``smooth``. Bands with non-positive flux are left out for that star.
+    Returns F_λ (N, L) on ``wave``.
     """
-    teff = np.asarray(teff, float)
-    band_flux = np.asarray(band_flux, float)
-    pivots = np.array([c.pivot for c in curves])
-    order = np.argsort(pivots)
-    pivots, band_flux = pivots[order], band_flux[:, order]
-    weights = np.stack([curves[i].weights(wave) for i in order], axis=1)  # (L, M)
+    from scipy.optimize import nnls
+
+    teff = np.atleast_1d(np.asarray(teff, float))
+    band_flux = np.atleast_2d(np.asarray(band_flux, float))
+    weights = np.stack([c.weights(wave) for c in curves], axis=1)  # (L, M)
+    pivots = np.sort([c.pivot for c in curves])
+    knots = [pivots[0]]
+    for p in pivots[1:]:
+        if p / knots[-1] > 1.04:
+            knots.append(p)
+    knots = np.log(np.concatenate([[wave[0]], knots, [wave[-1]]]))
+    nk = len(knots)
+    hat = np.stack([np.interp(np.log(wave), knots, row) for row in np.eye(nk)], axis=1)  # (L, K)
     bb = planck(wave, teff)
-    valid = band_flux > 0
-    log_ratio = np.where(valid, np.log(np.where(valid, band_flux, 1.0) / (bb @ weights)), 0.0)
-    logl, logp = np.log(wave), np.log(pivots)
-    for _ in range(iterations):
-        corr = np.stack([np.interp(logl, logp[v], lr[v]) for lr, v in zip(log_ratio, valid)])
-        spec = bb * np.exp(corr)
-        log_ratio = log_ratio + np.where(valid, np.log(np.where(valid, band_flux, 1.0) / (spec @ weights)), 0.0)
-    corr = np.stack([np.interp(logl, logp[v], lr[v]) for lr, v in zip(log_ratio, valid)])
-    return bb * np.exp(corr)
+    # band flux of star n from knot k: A[n, m, k] = Σ_l bb[n, l] hat[l, k] weights[l, m]
+    design = (bb @ (hat[:, :, None] * weights[:, None, :]).reshape(len(wave), -1)).reshape(-1, nk, len(curves))
+    second = np.diff(np.eye(nk), 2, axis=0)
+    out = np.empty_like(bb)
+    for n in range(len(teff)):
+        ok = band_flux[n] > 0
+        a = design[n][:, ok].T / band_flux[n, ok, None]  # relative residuals
+        scale = np.median(a.sum(1))
+        pen = smooth * np.sqrt(ok.sum()) * scale * second
+        coef, _ = nnls(np.vstack([a, pen]), np.concatenate([np.ones(ok.sum()), np.zeros(nk - 2)]))
+        out[n] = bb[n] * (hat @ coef)
+    return out

