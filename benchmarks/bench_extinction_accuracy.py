@@ -16,13 +16,19 @@ the proxy spectra rebuilt from astroARIADNE's BOSZ table exactly as ``grid_build
           F_ref(λ) = Π_c F_c(λ)^{w_c}
       (log F interpolated linearly, as the simulator interpolates magnitudes; the scale of each
       corner spectrum drops out of A_b). Tests the whole chain incl. the cell interpolation of k.
+      Proxies can be exactly zero over stretches of the UV (knots where the NNLS fit put a zero
+      coefficient). The reference takes the geometric mean's limit there: corners with w_c = 0 are
+      ignored (0^0 = 1), and F_ref = 0 wherever a corner with w_c > 0 has F_c = 0; no floor (a
+      floor relative to the peak would swamp the faint UV of cool stars). A band whose reference
+      flux vanishes entirely would be invalid for that star.
   (b') the same stars with A_V replaced by A_V ~ U(0, 15), so that high extinction is sampled
       as densely as low (the prior puts only ~4 % of its mass above A_V = 5).
   (c) the proxy itself: for the Sun and Vega (pyphot's CALSPEC spectra) a proxy is rebuilt from the
       star's own band fluxes in the table's passbands and A_b on it is compared with A_b integrated
       on the real spectrum, at A_V = 1, 5, 15 and R_V = 3.1.
-  (d) the proxy's own conditioning: A_b from the shipped proxy vs proxies built with 10 instead of
-      30 iterations, or without the table's closely overlapping passbands, per Teff range.
+  (d) the proxy's own conditioning: A_b from the shipped proxy (NNLS, smoothing 1e-3) vs proxies
+      built with a ten times weaker second-difference penalty (smoothing 1e-4), or without the
+      table's closely overlapping passbands, per Teff range.
 
 Errors are simulator − direct, in mag. Usage:
 
@@ -158,7 +164,8 @@ def summarize(name, err, valid, av, bands, theta=None):
     print("by A_V: " + "; ".join(rows))
     over = np.argwhere(a > TARGET)
     if len(over):
-        names = sorted({bands[j] for j in over[:, 1]}, key=bands.index)
+        counts = np.bincount(over[:, 1], minlength=len(bands))
+        names = [f"{bands[j]} {counts[j]}" for j in np.flatnonzero(counts)]
         msg = (f"{len(over)} (star, band) pairs exceed {TARGET} mag ({100 * len(over) / valid.sum():.2f} %), "
                f"in {', '.join(names)}; their A_V {av[over[:, 0]].min():.1f}–{av[over[:, 0]].max():.1f}")
         if theta is not None:
@@ -182,7 +189,7 @@ def part_a(grid, sim, bank, node_rows, node_index, ours, n, rng):
     ti, gi, mi = node_index[rows].T
     theta = np.stack([grid.teff[ti], grid.logg[gi], grid.mh[mi], av, rv], -1).astype(np.float32)
     spec = bank.get(rows)
-    # how well the proxies reproduce the table band fluxes they were iterated on (our 25 bands)
+    # how well the proxies reproduce the table band fluxes they were fitted to (our 25 bands)
     cols = [bank.names.index(p) for p in bank.our_pyphot]
     back = np.stack([bank.curves[c].band_flux(PROXY_WAVE, spec) for c in cols], 1)
     flux = bank.surface[rows][:, cols]
@@ -197,6 +204,19 @@ def part_a(grid, sim, bank, node_rows, node_index, ours, n, rng):
             j = np.nanargmax(np.nanmax(r, 0))
             print(f"  teff {lo}–{min(hi, 16000)} K ({sel.sum()} nodes): median {np.nanmedian(r):.4f}, "
                   f"p90 {np.nanpercentile(r, 90):.4f}, max {np.nanmax(r):.3f} ({bank.our_names[j]})")
+    # NNLS can leave knots at exactly zero: the proxy is then 0 between two such knots
+    zero = spec <= 0
+    if zero.any():
+        nuv = np.zeros(len(PROXY_WAVE), bool)
+        if "GALEX_NUV" in bank.our_names:
+            nuv = ours[bank.our_names.index("GALEX_NUV")].weights(PROXY_WAVE) > 0
+        by_teff = []
+        for lo, hi in ((2800, 4000), (4000, 5000), (5000, 7000), (7000, 16001)):
+            sel = (teff >= lo) & (teff < hi)
+            by_teff.append(f"{lo}–{min(hi, 16000)} K {int(zero[sel].any(1).sum())}/{int(sel.sum())}")
+        print(f"  exactly zero flux somewhere: {int(zero.any(1).sum())} of {len(rows)} proxies, all at "
+              f"λ ≤ {PROXY_WAVE[zero.any(0)].max():.0f} Å ({int(zero[:, nuv].any(1).sum())} inside GALEX_NUV's "
+              f"response); by teff: " + ", ".join(by_teff))
     a_sim, valid = simulated(sim, theta)
     a_dir = direct(PROXY_WAVE, spec, ours, theta[:, 3].astype(float), theta[:, 4].astype(float))
     valid &= grid.valid[ti, gi, mi] & np.isfinite(a_dir)
@@ -213,7 +233,10 @@ def part_a(grid, sim, bank, node_rows, node_index, ours, n, rng):
 
 
 def part_b(grid, sim, bank, row_of, ours, theta):
-    """θ from the prior; reference = geometric mean of the 8 corner proxies (simulator weights)."""
+    """θ from the prior; reference = geometric mean of the 8 corner proxies (simulator weights).
+
+    Zero-weight corners are ignored; where a corner with positive weight has exactly zero flux
+    (NNLS zero coefficients, UV only) the reference is zero, the limit of Π F_c^w_c."""
     from irisml_tf.physics.extinction import PROXY_WAVE
 
     theta = np.asarray(theta, np.float32)
@@ -228,26 +251,50 @@ def part_b(grid, sim, bank, row_of, ours, theta):
     rows = np.where(ok[:, None], rows, rows[ok][0, 0])
     bank.get(np.unique(rows))  # build all corner proxies in big chunks first
     log_ref = np.zeros((len(theta), len(PROXY_WAVE)))
+    zero_in = np.zeros((len(theta), len(ours)), bool)  # a positive-weight corner is 0 inside band b
+    support = np.stack([c.weights(PROXY_WAVE) > 0 for c in ours])  # (B, L)
     lin_ref = np.zeros((len(theta), len(PROXY_WAVE)))
     a_lin = np.zeros((len(theta), len(ours)))  # Σ_c w_c A_b(F_c): the corners' own A_b, interpolated
+    spread = np.zeros((len(theta), len(ours)))  # max − min of A_b(F_c) over the corners with w_c > 0
     for n in range(len(theta)):
         spec = bank.get(rows[n])  # (8, L)
-        log_ref[n] = w[n] @ np.log(spec)
+        use = w[n] > 0  # 0^0 = 1: corners with zero weight do not enter
+        with np.errstate(divide="ignore"):
+            log_ref[n] = w[n, use] @ np.log(spec[use])  # −inf (F_ref = 0) where a used corner is 0
+        zero = (spec[use] <= 0).any(0)
+        zero_in[n] = (support & zero).any(1)
         lin_ref[n] = w[n] @ spec
         a_c = band_extinction(PROXY_WAVE, spec, ours, theta[n, 3:4].astype(float), theta[n, 4:5].astype(float))
         a_lin[n] = w[n] @ a_c[:, :, 0, 0]
-    ref = np.exp(log_ref - log_ref.max(1, keepdims=True))
+        spread[n] = np.ptp(a_c[use, :, 0, 0], axis=0)
+    ref = np.exp(log_ref - log_ref.max(1, keepdims=True))  # the max is finite: optical/IR never 0
     av, rv = theta[:, 3].astype(float), theta[:, 4].astype(float)
     a_dir = direct(PROXY_WAVE, ref, ours, av, rv)
     a_arith = direct(PROXY_WAVE, lin_ref, ours, av, rv)
     valid &= ok[:, None] & np.isfinite(a_dir) & np.isfinite(a_lin)
+    err = a_sim - a_dir
+    z = zero_in & valid
+    over = valid & (np.abs(err) > TARGET)
+    names = sorted({bank.our_names[j] for j in np.flatnonzero(z.any(0))}, key=bank.our_names.index)
+    note = (f"zero flux: {int(z.any(1).sum())} of {len(theta)} stars have a corner proxy (w_c > 0) that is exactly 0 "
+            f"somewhere inside a band's response ({', '.join(names) or 'none'}), so F_ref = 0 there; "
+            f"{int((over & zero_in).sum())} of the {int(over.sum())} (star, band) pairs above {TARGET} mag "
+            "are such pairs")
+    if over.any():
+        note += ("\nspread of A_b over the cell's corners (max − min, w_c > 0): "
+                 f"median {np.median(spread[over]):.3f}, "
+                 f"max {spread[over].max():.3f} mag for the pairs above {TARGET} mag; median "
+                 f"{np.nanmedian(spread[valid & ~over]):.4f}, p99 {np.nanpercentile(spread[valid & ~over], 99):.3f} "
+                 "for the others")
     parts = {"simulator − Σ w_c A_b(corner c)  [A_V/R_V basis off the cell's nodes]": a_sim - a_lin,
              "Σ w_c A_b(corner c) − A_b(F_ref)   [A_b not linear across the cell]": a_lin - a_dir,
              "A_b(Σ w_c F_c) − A_b(Π F_c^w_c)    [arithmetic vs geometric reference]": a_arith - a_dir}
-    return a_sim - a_dir, valid, parts
+    return err, valid, parts, note
 
 
-def print_parts(parts, valid, bands):
+def print_parts(parts, valid, bands, note=None):
+    if note:
+        print(note)
     print("decomposition (max |·| over valid pairs; worst band):")
     for label, e in parts.items():
         a = np.where(valid, np.abs(e), np.nan)
@@ -317,8 +364,8 @@ _OVERLAPPING = ("GROUND_COUSINS_I", "GROUND_COUSINS_R", "GROUND_JOHNSON_U", "GRO
 
 def part_d(bank, ours, bands, rng, per_bin=60):
     """How much A_b depends on choices in the proxy construction (no real spectra needed):
-    the shipped proxy (all passbands, 30 iterations) vs 10 iterations, and vs a proxy built from the
-    table's passbands without the closely overlapping ones."""
+    the shipped proxy (all passbands, smoothing 1e-3) vs smoothing 1e-4 ("s1e-4"), and vs a proxy
+    built from the table's passbands without the closely overlapping ones ("sub")."""
     from irisml_tf.physics.extinction import PROXY_WAVE, band_extinction, proxy_spectra
 
     names = bank.names
@@ -326,8 +373,8 @@ def part_d(bank, ours, bands, rng, per_bin=60):
     avs = np.array([1.0, 5.0])
     print(f"\n### (d) proxy construction sensitivity, {per_bin} random nodes per Teff range, R_V = 3.1: "
           "|ΔA_b| between proxy variants [mag]")
-    print(f"  variants: shipped = {len(names)} passbands, 30 iterations; it10 = same, 10 iterations; "
-          f"sub = {len(keep)} passbands (without {len(_OVERLAPPING)} overlapping/legacy ones), 30 iterations")
+    print(f"  variants: shipped = {len(names)} passbands, smoothing 1e-3; s1e-4 = same, smoothing 1e-4; "
+          f"sub = {len(keep)} passbands (without {len(_OVERLAPPING)} overlapping/legacy ones)")
     teff = bank.params[:, 0]
 
     def resid(spec, flux, curves):
@@ -340,13 +387,13 @@ def part_d(bank, ours, bands, rng, per_bin=60):
         rows = rng.choice(cand, size=min(per_bin, len(cand)), replace=False)
         flux = bank.surface[rows]
         shipped = bank.get(rows)
-        it10 = proxy_spectra(teff[rows], flux, bank.curves, iterations=10)
+        s1e4 = proxy_spectra(teff[rows], flux, bank.curves, smooth=1e-4)
         sub_curves = [bank.curves[i] for i in keep]
         sub = proxy_spectra(teff[rows], flux[:, keep], sub_curves)
         a = {k: band_extinction(PROXY_WAVE, v, ours, avs, np.array([3.1]))[..., 0]
-             for k, v in (("shipped", shipped), ("it10", it10), ("sub", sub))}
+             for k, v in (("shipped", shipped), ("s1e-4", s1e4), ("sub", sub))}
         out = []
-        for k in ("it10", "sub"):
+        for k in ("s1e-4", "sub"):
             d = np.abs(a[k] - a["shipped"])
             j = np.nanargmax(np.nanmax(d[:, :, 1], 0))
             out.append(f"{k}: A_V=1 max {np.nanmax(d[:, :, 0]):.3f} p90 {np.nanpercentile(d[:, :, 0], 90):.4f}, "
@@ -429,16 +476,16 @@ def main(argv=None):
         t0 = time.time()
         prior = Prior(grid=grid)
         theta = prior.sample(args.n, args.seed).numpy()
-        err, valid, parts = part_b(grid, sim, bank, row_of, ours, theta)
+        err, valid, parts, note = part_b(grid, sim, bank, row_of, ours, theta)
         per, mx = summarize("(b) θ from the prior (A_V: 0.003 + Exp(1.5), ≤ 15; R_V ~ N(3.13, 0.18) in [2.5, 4.5])",
                             err, valid, theta[:, 3].astype(float), bands, theta)
-        print_parts(parts, valid, bands)
+        print_parts(parts, valid, bands, note)
         summary["b"] = (per, mx)
         theta_u = theta.copy()
         theta_u[:, 3] = rng.uniform(0.0, 15.0, len(theta)).astype(np.float32)
-        err, valid, parts = part_b(grid, sim, bank, row_of, ours, theta_u)
+        err, valid, parts, note = part_b(grid, sim, bank, row_of, ours, theta_u)
         per, mx = summarize("(b') same stars, A_V ~ U(0, 15)", err, valid, theta_u[:, 3].astype(float), bands, theta_u)
-        print_parts(parts, valid, bands)
+        print_parts(parts, valid, bands, note)
         summary["b'"] = (per, mx)
         print(f"[(b), (b') took {time.time() - t0:.0f} s]")
     if "c" in args.parts:

@@ -154,7 +154,8 @@ def explain(band, resid, passband, spread, grid=None):
     if band.startswith("Gaia") and passband is not None:
         reasons.append("DR3 vs DR2-rev. passband " + "/".join(f"{d:+.3f}" for d in passband))
     if band == "GALEX_NUV":
-        reasons.append("NUV flux Kurucz vs BOSZ proxy (proxy NUV A_b ±0.01–0.03 at A_V=1, Sun/Vega)")
+        reasons.append("NUV flux Kurucz vs BOSZ proxy (proxy − real NUV A_b at A_V=1: −0.06 Sun, +0.03 Vega, "
+                       "bench_extinction_accuracy (c))")
     elif grid is None:
         reasons.append("Kurucz vs BOSZ-proxy spectrum in the band")
     if np.isfinite(spread):
