@@ -76,7 +76,8 @@ DEFAULT_TRAINING: dict[str, Any] = {
 SECTIONS = ("model", "observation", "prior", "training")
 
 #: training keys that may differ between a run and its resumption (they change neither the
-#: model, the data nor the optimisation up to the point of resumption).
+#: model, the data nor the optimisation up to the point of resumption; a new ``steps`` stretches
+#: or shortens the cosine schedule from the resumed step on).
 OPERATIONAL_KEYS = frozenset({
     "training.steps", "training.val_every", "training.log_every", "training.checkpoint_every",
     "training.checkpoint_minutes", "training.keep_checkpoints", "training.val_batch_size",
@@ -181,7 +182,7 @@ def _check_training(t: dict) -> dict:
     out["batch_size"] = _int(k + "batch_size", t["batch_size"], 1)
     out["steps"] = _int(k + "steps", t["steps"], 1)
     out["learning_rate"] = _float(k + "learning_rate", t["learning_rate"], 0.0, lo_open=True)
-    out["warmup_steps"] = _int(k + "warmup_steps", t["warmup_steps"], 0)
+    out["warmup_steps"] = _int(k + "warmup_steps", t["warmup_steps"], 0, out["steps"])
     out["final_lr_fraction"] = _float(k + "final_lr_fraction", t["final_lr_fraction"], 0.0, 1.0)
     out["weight_decay"] = _float(k + "weight_decay", t["weight_decay"], 0.0)
     out["beta_1"] = _float(k + "beta_1", t["beta_1"], 0.0, 1.0, hi_open=True)

@@ -97,13 +97,15 @@ class TrainingModel(keras.Model):
         return self.posterior(inputs, training=training)
 
     def train_step(self, data):
-        inputs, theta = data
+        inputs, theta, _ = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.posterior.trainable_variables
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         lr = tf.cast(self.optimizer.learning_rate, tf.float32)
         with tf.GradientTape() as tape:
             loss = self.posterior.nll(theta, inputs, training=True) / replicas
-        grads = tape.gradient(loss, variables)
+        # dense gradients (the band embedding's is IndexedSlices; it is tiny): a plain sum
+        # all-reduce, whatever the per-replica number of looked-up rows
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
         ctx = tf.distribute.get_replica_context()
         # the global mean-NLL gradient, identical on every replica
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)

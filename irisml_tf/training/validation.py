@@ -154,7 +154,7 @@ class Validator:
                 result["figures"]["calibration_curves"] = figure_to_image(fig)
             fig = corner_figure(self.corner_draws(model), self.arrays["theta"][0])
             if fig is not None:
-                result["figures"]["corner"] = figure_to_image(fig)
+                result["figures"]["corner"] = figure_to_image(fig, dpi=64)
         return result
 
 
@@ -204,7 +204,6 @@ def corner_figure(draws: np.ndarray, truth: np.ndarray):
                   for lo, hi in zip(draws.min(0), draws.max(0))]
         fig = corner.corner(draws, labels=labels, truths=truth, range=ranges,
                             truth_color="tab:red", bins=30, smooth=0.8)
-        fig.set_dpi(60)
         return fig
     except ImportError:
         pass
@@ -231,11 +230,11 @@ def corner_figure(draws: np.ndarray, truth: np.ndarray):
     return fig
 
 
-def figure_to_image(fig) -> np.ndarray:
+def figure_to_image(fig, dpi: float | None = None) -> np.ndarray:
     """RGBA uint8 image [1, H, W, 4] of a matplotlib figure (the figure is closed)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi)
     plt.close(fig)
     return tf.io.decode_png(buf.getvalue(), channels=4).numpy()[None]
