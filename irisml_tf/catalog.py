@@ -8,6 +8,7 @@ import pandas as pd
 __all__ = ["write_table", "read_table", "TABLE_FORMATS"]
 
 TABLE_FORMATS = (".parquet", ".csv", ".fits", ".ecsv", ".vot", ".xml")
+_ASTROPY = {".fits": "fits", ".ecsv": "ascii.ecsv", ".vot": "votable", ".xml": "votable"}
 
 
 def _suffix(path: Path) -> str:
@@ -27,8 +28,7 @@ def write_table(df: pd.DataFrame, path: str | Path) -> None:
     else:
         from astropy.table import Table
 
-        fmt = {".fits": "fits", ".ecsv": "ascii.ecsv", ".vot": "votable", ".xml": "votable"}[suffix]
-        Table.from_pandas(df).write(path, format=fmt, overwrite=True)
+        Table.from_pandas(df).write(path, format=_ASTROPY[suffix], overwrite=True)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -42,5 +42,4 @@ def read_table(path: str | Path) -> pd.DataFrame:
         return pd.read_csv(path)
     from astropy.table import Table
 
-    fmt = {".fits": "fits", ".ecsv": "ascii.ecsv", ".vot": "votable", ".xml": "votable"}[suffix]
-    return Table.read(path, format=fmt).to_pandas()
+    return Table.read(path, format=_ASTROPY[suffix]).to_pandas()

@@ -45,14 +45,25 @@ class SimulationStream:
         return self.simulate(batch_size or self.batch_size, self._key(step, replica))
 
     def dataset(self, start_step: int = 0, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-        """Infinite dataset; element i is ``batch(start_step + i, replica)``."""
-        replica, size = 0, self.batch_size
-        if input_context is not None:
-            replica = input_context.input_pipeline_id
-            size = input_context.get_per_replica_batch_size(self.batch_size)
+        """Infinite dataset; global batch k is ``batch(start_step + k)`` whatever the replica count.
+
+        Under ``distribute_datasets_from_function`` each pipeline keeps its replicas' slices of the
+        global batch, in order, and they go round-robin to those replicas: 1 and 2 replicas train on
+        the same data, and resuming at a step replays exactly what an uninterrupted run saw.
+        """
         ds = tf.data.Dataset.counter(start=start_step, dtype=tf.int64)
-        ds = ds.map(lambda step: self.batch(step, replica, size), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
+        ds = ds.map(lambda step: self.batch(step), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        replicas = input_context.num_replicas_in_sync if input_context is not None else 1
+        if replicas > 1:
+            per_replica = input_context.get_per_replica_batch_size(self.batch_size)
+            local = replicas // input_context.num_input_pipelines
+            first = input_context.input_pipeline_id * local
+
+            def part(x):
+                x = tf.reshape(x, tf.concat([[replicas, per_replica], tf.shape(x)[1:]], 0))
+                return x[first:first + local]
+
+            ds = ds.map(lambda inputs, theta: ({k: part(v) for k, v in inputs.items()}, part(theta))).unbatch()
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def validation_set(self, n: int, seed: int) -> dict[str, np.ndarray]:

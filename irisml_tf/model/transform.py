@@ -35,9 +35,17 @@ __all__ = [
 
 # PARAM_NAMES (order and names of θ) is the physics layer's single copy, re-exported here.
 NUM_PARAMS = len(PARAM_NAMES)
-#: Support box of the shipped BOSZ grid and the extinction parameters.
-DEFAULT_LOWER: tuple[float, ...] = (2800.0, -0.5, -2.5, 0.0, 2.3)
-DEFAULT_UPPER: tuple[float, ...] = (16000.0, 5.5, 0.75, 15.0, 5.1)
+
+
+def _grid_box() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from irisml_tf.physics.grid import load_grid
+
+    bounds = load_grid().bounds
+    return tuple(bounds[k][0] for k in PARAM_NAMES), tuple(bounds[k][1] for k in PARAM_NAMES)
+
+
+#: Support box of the shipped grid (teff, logg, mh) and its extinction tables (av, rv).
+DEFAULT_LOWER, DEFAULT_UPPER = _grid_box()
 
 
 def _as_vector(value, name: str, size: int) -> np.ndarray:

@@ -24,11 +24,22 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StellarGrid", "load_grid", "default_grid_path", "GridFileError"]
+__all__ = ["StellarGrid", "load_grid", "default_grid_path", "GridFileError", "all_corners"]
 
 _FORMAT = "irisml-tf-grid/1"
 _ARRAYS = ("teff", "logg", "mh", "mag", "valid", "ext_coef", "ext_basis", "av_nodes", "u_nodes",
            "pivot", "zero_flux")
+
+
+def all_corners(node: np.ndarray) -> np.ndarray:
+    """(T-1, G-1, M-1, ...) bool from a (T, G, M, ...) node array: true where all 8 corners are."""
+    t, g, m = node.shape[:3]
+    ok = np.ones((t - 1, g - 1, m - 1) + node.shape[3:], bool)
+    for i in (0, 1):
+        for j in (0, 1):
+            for k in (0, 1):
+                ok &= node[i:t - 1 + i, j:g - 1 + j, k:m - 1 + k]
+    return ok
 
 
 class GridFileError(ValueError):
@@ -83,13 +94,7 @@ class StellarGrid:
     @property
     def cell_ok(self) -> np.ndarray:
         """(T-1, G-1, M-1) bool: all 8 corners of the cell exist — the support of the simulator."""
-        e = self.node_exists
-        ok = np.ones((e.shape[0] - 1, e.shape[1] - 1, e.shape[2] - 1), bool)
-        for i in (0, 1):
-            for j in (0, 1):
-                for k in (0, 1):
-                    ok &= e[i:e.shape[0] - 1 + i, j:e.shape[1] - 1 + j, k:e.shape[2] - 1 + k]
-        return ok
+        return all_corners(self.node_exists)
 
     @property
     def bounds(self) -> dict[str, tuple[float, float]]:

@@ -201,7 +201,7 @@ class Prior(tf.Module):
         c1 = tf.gather(rows, j + 1, batch_dims=1)
         frac = tf.clip_by_value((u[:, 1] - c0) / tf.maximum(c1 - c0, 1e-12), 0.0, 1.0)
         mh = tf.gather(self._mh_fine, j) + _MH_STEP * frac
-        _, _, _, _, im, _ = locate(tf.fill(tf.shape(mh), 5000.0), logg, mh, self._log_teff, self._g, self._m)
+        im, _ = uniform_index(mh, *self._m)
         # teff: inverse CDF of the piecewise log-uniform density
         tcdf = tf.gather_nd(self._teff_cdf, tf.stack([ig, im], -1))  # (n, T)
         k = tf.clip_by_value(tf.searchsorted(tcdf, u[:, 2:3], side="right")[:, 0] - 1, 0, tcdf.shape[1] - 2)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .grid import StellarGrid, load_grid
+from .grid import StellarGrid, all_corners, load_grid
 
 __all__ = ["Simulator", "PARAM_NAMES", "locate", "uniform_index"]
 
@@ -63,34 +63,20 @@ class Simulator(tf.Module):
         # node table: magnitudes then extinction coefficients, one row per node
         nodes = np.concatenate([grid.mag, grid.ext_coef.reshape(t, g, m, b * r)], axis=-1)
         self._nodes = tf.constant(nodes.reshape(t * g * m, -1), tf.float32)
-        self._cell_valid = tf.constant(self._cell_validity(grid).reshape((t - 1) * (g - 1) * (m - 1), b))
+        self._cell_valid = tf.constant(all_corners(grid.valid).reshape((t - 1) * (g - 1) * (m - 1), b))
         # basis (B, 1+R, A, U) → rows per (A, U) node, columns (1+R, B)
         basis = np.transpose(grid.ext_basis, (2, 3, 1, 0))
         self._basis = tf.constant(basis.reshape(basis.shape[0] * basis.shape[1], (1 + r) * b), tf.float32)
-        lo = [grid.teff[0], grid.logg[0], grid.mh[0], grid.av_nodes[0], 1.0 / grid.u_nodes[-1]]
-        hi = [grid.teff[-1], grid.logg[-1], grid.mh[-1], grid.av_nodes[-1], 1.0 / grid.u_nodes[0]]
-        self.lower = np.array(lo, np.float32)
-        self.upper = np.array(hi, np.float32)
+        self.lower = np.array([grid.bounds[k][0] for k in PARAM_NAMES], np.float32)
+        self.upper = np.array([grid.bounds[k][1] for k in PARAM_NAMES], np.float32)
         self._lo, self._hi = tf.constant(self.lower), tf.constant(self.upper)
         offsets = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
         self._corner = tf.constant(offsets, tf.int32)  # (8, 3)
 
-    @staticmethod
-    def _cell_validity(grid: StellarGrid) -> np.ndarray:
-        """(T-1, G-1, M-1, B): all 8 corners exist and are valid in the band."""
-        v = grid.valid
-        t, g, m, _ = v.shape
-        ok = np.ones((t - 1, g - 1, m - 1, v.shape[-1]), bool)
-        for i in (0, 1):
-            for j in (0, 1):
-                for k in (0, 1):
-                    ok &= v[i:t - 1 + i, j:g - 1 + j, k:m - 1 + k]
-        return ok
-
     # ------------------------------------------------------------------------------------------
     def in_support(self, theta: tf.Tensor) -> tf.Tensor:
         """bool (N,): θ finite, inside the box and in a cell whose 8 corners all exist."""
-        return tf.reduce_any(self(theta)[1], axis=-1) & self._in_box(tf.convert_to_tensor(theta, tf.float32))
+        return tf.reduce_any(self(theta)[1], axis=-1)  # the mask is already False outside the box
 
     def _in_box(self, theta):
         finite = tf.reduce_all(tf.math.is_finite(theta), axis=-1)

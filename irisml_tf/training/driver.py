@@ -136,33 +136,13 @@ class TrainingSession:
                                               skipped_steps=self.trainer.skipped_steps)
 
     # -- data ----------------------------------------------------------------------------------
-    def _dataset_fn(self, start_step: int):
-        stream, replicas = self.stream, self.num_replicas
-        per_replica = stream.batch_size // replicas
-
-        def fn(ctx: tf.distribute.InputContext | None = None):
-            pipelines = ctx.num_input_pipelines if ctx is not None else 1
-            pipeline = ctx.input_pipeline_id if ctx is not None else 0
-            local = replicas // pipelines
-            ds = tf.data.Dataset.counter(start=start_step, dtype=tf.int64)
-            ds = ds.map(lambda step: stream.batch(step, 0), num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
-            if replicas > 1:
-                def cut(inputs, theta):
-                    def part(x):
-                        x = tf.reshape(x, tf.concat([[replicas, per_replica], tf.shape(x)[1:]], 0))
-                        return x[pipeline * local:(pipeline + 1) * local]
-                    return {k: part(v) for k, v in inputs.items()}, part(theta)
-
-                # consecutive elements go round-robin to this pipeline's replicas
-                ds = ds.map(cut).unbatch()
-            return ds.prefetch(tf.data.AUTOTUNE)
-
-        return fn
-
     def dataset(self, start_step: int = 0):
         """The distributed training dataset, element k = global batch ``start_step + k``."""
-        fn = self._dataset_fn(int(start_step))
+        start_step = int(start_step)
+
+        def fn(ctx: tf.distribute.InputContext | None = None):
+            return self.stream.dataset(start_step, ctx)
+
         if self.num_replicas == 1 and not isinstance(self.strategy, tf.distribute.MirroredStrategy):
             return fn(None)
         return self.strategy.distribute_datasets_from_function(fn)
