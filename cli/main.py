@@ -17,7 +17,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import bands_cmd, grid_cmd, simulate_cmd  # noqa: F401  (commands attach to `main`)
+    from . import bands_cmd, export_cmd, grid_cmd, simulate_cmd  # noqa: F401  (commands attach to `main`)
     from . import train_cmd  # noqa: F401
 
 

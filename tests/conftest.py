@@ -10,6 +10,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ARIADNE_VERSION = "1.5.2"
 
+#: A tiny training config (CPU, seconds): the training tests and the `tiny_run` fixture.
+TINY = {
+    "model": {"embed_dim": 16, "num_heads": 2, "num_blocks": 1, "mlp_dim": 32, "flow_blocks": 2,
+              "made_hidden": [32, 32]},
+    "training": {"batch_size": 64, "steps": 40, "learning_rate": 2.0e-3, "warmup_steps": 5,
+                 "val_size": 256, "val_every": 20, "val_batch_size": 256,
+                 "val_posterior_stars": 32, "val_posterior_samples": 50, "corner_samples": 200,
+                 "log_every": 5, "checkpoint_every": 20, "checkpoint_minutes": 0,
+                 "standardization_samples": 5000},
+}
+
 
 @pytest.fixture(scope="session")
 def grid():
@@ -48,3 +59,21 @@ def ariadne_wheel(tmp_path_factory) -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """Run directory of TINY trained for 60 steps (final weights, metrics, validation set)."""
+    from irisml_tf.training import train
+
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    train(dict(TINY, training=dict(TINY["training"], steps=60, val_every=60, checkpoint_every=60)), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory) -> Path:
+    """The SavedModel of `tiny_run` (irisml_tf.serving.export_model)."""
+    from irisml_tf.serving import export_model
+
+    return export_model(tiny_run, tmp_path_factory.mktemp("tiny_export") / "model", max_samples=4096)

@@ -21,17 +21,9 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import TINY
 from irisml_tf.training import config as tconfig
 
-TINY = {
-    "model": {"embed_dim": 16, "num_heads": 2, "num_blocks": 1, "mlp_dim": 32, "flow_blocks": 2,
-              "made_hidden": [32, 32]},
-    "training": {"batch_size": 64, "steps": 40, "learning_rate": 2.0e-3, "warmup_steps": 5,
-                 "val_size": 256, "val_every": 20, "val_batch_size": 256,
-                 "val_posterior_stars": 32, "val_posterior_samples": 50, "corner_samples": 200,
-                 "log_every": 5, "checkpoint_every": 20, "checkpoint_minutes": 0,
-                 "standardization_samples": 5000},
-}
 CLI = [sys.executable, "-c", "from irisml_tf.cli.main import main; main()"]
 
 

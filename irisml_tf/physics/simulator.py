@@ -45,8 +45,11 @@ class Simulator(tf.Module):
     """Callable: ``mags, mask = sim(theta)`` with theta float32 (N, 5) in the order of
     :data:`PARAM_NAMES`; mags float32 (N, B), mask bool (N, B), B = ``len(sim.bands)``."""
 
-    def __init__(self, grid: StellarGrid | str | None = None, name: str = "simulator"):
+    def __init__(self, grid: StellarGrid | str | None = None, name: str = "simulator",
+                 jit_compile: bool = True):
         super().__init__(name=name)
+        # XLA for speed; export turns it off (TF Serving's CPU build does not JIT by default)
+        self._simulate = tf.function(self._simulate_ops, jit_compile=jit_compile, reduce_retracing=True)
         if not isinstance(grid, StellarGrid):
             grid = load_grid(grid)
         self.grid = grid
@@ -90,8 +93,7 @@ class Simulator(tf.Module):
             raise ValueError(f"`theta` must have shape (N, 5) in the order {PARAM_NAMES}, got {theta.shape}")
         return self._simulate(theta)
 
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def _simulate(self, theta):
+    def _simulate_ops(self, theta):
         ok = self._in_box(theta)
         # park out-of-support rows at the box centre so no NaN reaches values or gradients
         safe = tf.where(ok[:, None], theta, 0.5 * (self._lo + self._hi))
