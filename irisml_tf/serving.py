@@ -14,7 +14,9 @@ likelihood, PSIS, summaries and flags are all graph ops: TF Serving, ``saved_mod
 ``tf.saved_model.load`` in a process without irisml_tf or TFP run it. Entries whose band index is
 out of range, or whose magnitude or error is not finite, or whose error is ≤ 0, count as pads.
 ``assets/irisml.json`` holds what a client needs besides the graph (band order, parameter names,
-min_bands, the run's config, training record); :func:`load_model` reads both.
+min_bands, the run's config, training record); :func:`load_model` reads both. ``assets/run/`` is
+the run's config.yaml and weights: ``irisml_tf.training.driver.load_posterior(OUT/"assets"/"run")``
+rebuilds the library model (``ExportedModel.run_dir``).
 """
 from __future__ import annotations
 
@@ -125,7 +127,10 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_samples: int =
     prior = Prior(config["prior"], simulator.grid)
     module = _Serving(posterior, simulator, prior, config["observation"]["sys_floor"], max_samples)
     tf.saved_model.save(module, str(out_dir), signatures={SIGNATURE: module.serve})
-    (out_dir / "assets").mkdir(exist_ok=True)
+    # the run itself (config + weights) rides along, so the library can rebuild the same model
+    (out_dir / "assets" / "run").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "config.yaml", out_dir / "assets" / "run" / "config.yaml")
+    posterior.save_weights(str(out_dir / "assets" / "run" / "final.weights.h5"))
     meta = _meta(run_dir, config, simulator, prior, max_samples)
     (out_dir / "assets" / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return out_dir
@@ -152,6 +157,7 @@ class ExportedModel:
         self.meta = json.loads(meta_path.read_text())
         self.bands = tuple(self.meta["bands"])
         self.param_names = tuple(self.meta["param_names"])
+        self.run_dir = self.path / "assets" / "run"
         self._fn = tf.saved_model.load(str(self.path)).signatures[SIGNATURE]
 
     def run(self, band_index, mag, mag_err, num_samples: int, seed=0) -> dict[str, np.ndarray]:

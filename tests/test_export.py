@@ -40,6 +40,16 @@ def test_meta_and_outputs(model):
     assert np.all((out["samples"] >= lo) & (out["samples"] <= hi))
 
 
+def test_export_carries_the_run(model, tiny_run):
+    """assets/run rebuilds the library model with the exported weights."""
+    from irisml_tf.training.driver import load_posterior
+
+    a, b = load_posterior(model.run_dir), load_posterior(tiny_run)
+    assert len(a.weights) == len(b.weights)
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(wa.numpy(), wb.numpy())
+
+
 def test_seeds_and_bad_entries_as_pads(model):
     a = model.run(BI, MAG, ERR, 64, seed=[5, 6])
     b = model.run(BI, MAG, ERR, 64, seed=[5, 6])
