@@ -106,21 +106,24 @@ class ConditionalMAF(keras.layers.Layer):
         return (self.base_distribution().log_prob(x)
                 + chain.inverse_log_det_jacobian(z, event_ndims=1, **kwargs))
 
-    def sample_and_log_prob(self, context, seed=None):
-        """One draw z ~ q(· | context[i]) per context row: returns (z [N, D], log q [N])."""
+    def sample_and_log_prob(self, context, num_samples, seed=None):
+        """``num_samples`` draws z ~ q(· | context[b]) per context row b: (z [B, N, D], log q [B, N]).
+
+        The context enters each MADE as [B, 1, C] and broadcasts over the N samples, so its
+        projections run once per star, not once per sample (the autoregressive sampling pass
+        calls every MADE D times).
+        """
         chain = self.bijector()
-        kwargs = self.routing(chain, context)
+        kwargs = self.routing(chain, context[:, None, :])
         base = self.base_distribution()
-        x = base.sample(tf.shape(context)[0], seed=seed)
+        x = base.sample(tf.stack([tf.shape(context)[0], num_samples]), seed=seed)
         z = chain.forward(x, **kwargs)
         log_q = base.log_prob(x) - chain.forward_log_det_jacobian(x, event_ndims=1, **kwargs)
         return z, log_q
 
-    def sample(self, context, seed=None):
-        """One draw z ~ q(· | context[i]) per context row: z [N, D]."""
-        chain = self.bijector()
-        x = self.base_distribution().sample(tf.shape(context)[0], seed=seed)
-        return chain.forward(x, **self.routing(chain, context))
+    def sample(self, context, num_samples, seed=None):
+        """``num_samples`` draws per context row: z [B, N, D]."""
+        return self.sample_and_log_prob(context, num_samples, seed)[0]
 
     def call(self, z, context):
         return self.log_prob(z, context)

@@ -150,21 +150,15 @@ class PosteriorModel(keras.Model):
         """
         seed = _stateless_seed(seed)
         context = self.context(band_index, mag, mag_err)
-        rows = tf.repeat(context, num_samples, axis=0)  # [B*N, C], star-major
-        z, log_q_z = self.flow.sample_and_log_prob(rows, seed=seed)
+        z, log_q_z = self.flow.sample_and_log_prob(context, num_samples, seed=seed)  # [B, N, 5], [B, N]
         transform = self.parameter_transform()
         theta = transform.forward(z)
         log_q = log_q_z - transform.forward_log_det_jacobian(z, event_ndims=1)
-        return (tf.reshape(theta, [-1, num_samples, NUM_PARAMS]),
-                tf.reshape(log_q, [-1, num_samples]))
+        return theta, log_q
 
     def sample(self, num_samples, band_index, mag, mag_err, seed=None):
         """``num_samples`` draws per star: theta [B, num_samples, 5] in physical units."""
-        seed = _stateless_seed(seed)
-        context = self.context(band_index, mag, mag_err)
-        rows = tf.repeat(context, num_samples, axis=0)
-        theta = self.parameter_transform().forward(self.flow.sample(rows, seed=seed))
-        return tf.reshape(theta, [-1, num_samples, NUM_PARAMS])
+        return self.sample_and_log_prob(num_samples, band_index, mag, mag_err, seed)[0]
 
     # -- training ----------------------------------------------------------------------------
     def nll(self, theta, batch: Mapping, training=True):
