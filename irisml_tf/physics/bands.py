@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Band", "BANDS", "BAND_NAMES", "NUM_BANDS", "band_index", "get_band", "SURVEYS"]
+__all__ = ["Band", "BANDS", "BAND_NAMES", "NUM_BANDS", "band_index", "get_band", "SURVEYS", "GAIA_ZERO_POINTS"]
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,9 @@ class Band:
     whole surveys); system: ``"Vega"`` or ``"AB"``; pyphot: the pyphot library passband the curve
     and the default grid come from; mag_cols / err_cols: column names the surveys' own catalogues
     (archive tables and VizieR) use, matched case-insensitively by the catalogue reader;
-    flux_cols / flux_err_cols: flux columns (Gaia) for conversion when magnitudes lack errors.
+    flux_cols / flux_err_cols / flux_over_error_cols: flux columns (Gaia, e-/s) for conversion
+    when magnitudes or their errors are absent; flux_zero_point: the magnitude of a flux of 1 in
+    those units (m = flux_zero_point − 2.5 log10 flux), None where the band has no flux columns.
     """
 
     name: str
@@ -31,6 +33,12 @@ class Band:
     flux_cols: tuple[str, ...] = field(default=())
     flux_err_cols: tuple[str, ...] = field(default=())
     flux_over_error_cols: tuple[str, ...] = field(default=())
+    flux_zero_point: float | None = None
+
+
+#: Gaia (E)DR3 VEGAMAG zero points [mag] for fluxes in e-/s (DR3 re-publishes the EDR3 photometry):
+#: Riello et al. 2021, A&A 649, A3, Sect. 7, Table 3; each ±0.0028 mag.
+GAIA_ZERO_POINTS = {"G": 25.6874, "BP": 25.3385, "RP": 24.7479}
 
 
 def _gaia(short: str, name: str) -> Band:
@@ -41,6 +49,7 @@ def _gaia(short: str, name: str) -> Band:
         flux_cols=(f"phot_{short}_mean_flux",),
         flux_err_cols=(f"phot_{short}_mean_flux_error",),
         flux_over_error_cols=(f"phot_{short}_mean_flux_over_error",),
+        flux_zero_point=GAIA_ZERO_POINTS[name],
     )
 
 

@@ -1,0 +1,81 @@
+"""`irisml-tf infer`: posterior summaries for every star of a catalogue."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .main import main
+
+
+@main.command(help="""Posterior of Teff, log g, [M/H], A_V and R_V for every row of CATALOG
+(.csv .parquet .fits .ecsv .vot/.xml), written to --out (same formats, by extension).
+
+\b
+Columns are matched case-insensitively by canonical name (Gaia_G, Gaia_G_err, …) or by the
+surveys' own names (phot_g_mean_mag, j_m/j_msigcom, w1mpro/w1sigmpro, gMeanPSFMag, VizieR's
+Gmag/e_Gmag, …; `irisml-tf bands` lists them); Gaia fluxes (e-/s) are converted with the DR3
+zero points when a magnitude or its error is missing. The command prints which columns it used
+and which it ignored.
+
+\b
+Output: every input row in input order with its columns, then teff/logg/mh/av/rv each as
+_median, _p16, _p84 (weighted quantiles), _mean, _std (K, dex, dex, mag, –), and n_bands, ess,
+is_efficiency, khat, chi2, chi2_pvalue, mu (mag), outlier_band, status. Input columns named like
+an output column are kept as <name>_in.
+
+\b
+Bad input never stops the run or loses a row; `status` says what was wrong and what was done:
+ok | dropped:<band>=<why> (unusable band: inf, sentinel ±99/±99.99/±999/±9999,
+outside -5…32 mag, text, flux ≤ 0, error above the model's err_max) | default_err:<band>=<why>
+(good magnitude without a usable error: --default-err assumed) | skipped:too_few_bands(n<min)
+(NaN results) | flag:<name> (the model's quality flags). Empty cells mean "not observed" and are
+not reported. A table of rows per status ends the run.
+
+\b
+Runs in chunks of --chunk-size rows (bounded memory), with a progress bar. An interrupted run
+keeps its finished chunks in <out>.parts/; rerun with --resume to continue. The same --seed and
+--chunk-size give identical output, resumed or not.""")
+@click.argument("catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Exported SavedModel directory (`irisml-tf export`). Default: the shipped model "
+                   "(saved_models/default, or $IRISML_TF_MODEL).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output table (.csv .parquet .fits .ecsv .vot/.xml).")
+@click.option("--samples", "num_samples", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Posterior samples per star (importance-weighted; at most the model's max_samples).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Random seed: same seed and chunk size, same output.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Rows per chunk: memory bound and resume granularity.")
+@click.option("--save-samples", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the weighted samples [rows, samples, 5] and weights (.h5/.hdf5 or .npz); "
+                   "about rows × samples × 24 bytes.")
+@click.option("--default-err", type=float, default=0.05, show_default=True,
+              help="1σ error (mag) assumed for a good magnitude whose error is missing, ≤ 0, NaN or a sentinel.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from <out>.parts/.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def infer(catalog, model_dir, out, num_samples, seed, chunk_size, save_samples, default_err, resume, quiet) -> None:
+    from irisml_tf.infer import infer_catalog
+    from irisml_tf.serving import default_model_path, load_model
+
+    if model_dir is None:
+        model_dir = default_model_path()
+        if not model_dir.exists():
+            raise click.UsageError(f"no --model given and no shipped model at {model_dir}: pass --model DIR "
+                                   "(an `irisml-tf export` directory) or set $IRISML_TF_MODEL")
+    try:
+        model = load_model(model_dir)
+        summary = infer_catalog(model, catalog, out, num_samples=num_samples, seed=seed, chunk_size=chunk_size,
+                                save_samples=save_samples, resume=resume, progress=not quiet,
+                                default_err=default_err, echo=click.echo)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted: finished chunks are kept in {out}.parts/; "
+                                   "rerun the same command with --resume to continue") from None
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(summary.table())
+    rate = summary.rows / summary.seconds if summary.seconds > 0 else float("nan")
+    click.echo(f"wrote {summary.rows} rows to {summary.out} ({summary.seconds:.1f} s, {rate:.0f} rows/s)")
+    if summary.samples is not None:
+        click.echo(f"wrote samples to {summary.samples}")

@@ -1,0 +1,213 @@
+"""`infer_catalog` and `irisml-tf infer` on the tiny exported model: formats, seeds, resume,
+samples files, bad input."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from irisml_tf.catalog import read_table, write_table
+from irisml_tf.columns import count_status
+from irisml_tf.infer import infer_catalog, output_columns
+
+from test_columns import BAD_COUNTS, BAD_EXPECTED
+
+DATA = Path(__file__).parent / "data"
+SURVEY_NAMES = {"Gaia_G": "phot_g_mean_mag", "Gaia_BP": "phot_bp_mean_mag", "Gaia_RP": "phot_rp_mean_mag",
+                "2MASS_J": "j_m", "2MASS_J_err": "j_msigcom", "2MASS_H": "h_m", "2MASS_H_err": "h_msigcom",
+                "2MASS_Ks": "k_m", "2MASS_Ks_err": "k_msigcom", "WISE_W1": "w1mpro", "WISE_W1_err": "w1sigmpro"}
+OPTS = dict(num_samples=32, seed=7, chunk_size=5, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_export):
+    from irisml_tf.serving import load_model
+
+    return load_model(tiny_export)
+
+
+@pytest.fixture(scope="module")
+def stars() -> pd.DataFrame:
+    """12 simulated stars at μ = 9 with Gaia (magnitudes only: default errors), 2MASS and WISE W1
+    under the surveys' column names, plus an id and the true parameters."""
+    from irisml_tf.data.table import simulate_table
+
+    sim = simulate_table(12, seed=4, noise={"Gaia": 0.003, "GALEX": 0.05, "PS1": 0.02, "SDSS": 0.03,
+                                            "SkyMapper": 0.03, "2MASS": 0.03, "WISE": 0.03})
+    df = pd.DataFrame({"source_id": np.arange(100, 112)})
+    for name in ("teff", "logg", "mh", "av", "rv"):
+        df[name] = sim[name]
+    for col, alias in SURVEY_NAMES.items():
+        df[alias] = sim[col] + (9.0 if not col.endswith("_err") else 0.0)
+    return df
+
+
+def _cell(v):
+    try:
+        return float(v)
+    except ValueError:
+        return str(v)
+
+
+def _results(path) -> pd.DataFrame:
+    return read_table(path)[output_columns()]
+
+
+@pytest.fixture(scope="module")
+def reference(model, stars, tmp_path_factory):
+    d = tmp_path_factory.mktemp("ref")
+    write_table(stars, d / "in.csv")
+    summary = infer_catalog(model, d / "in.csv", d / "out.parquet", save_samples=d / "s.npz", **OPTS)
+    return summary, pd.read_parquet(d / "out.parquet"), dict(np.load(d / "s.npz"))
+
+
+def test_reference_run(reference, stars):
+    summary, out, samples = reference
+    assert summary.complete and summary.rows == 12 and summary.inferred == 12 and summary.skipped == 0
+    assert list(out.columns) == list(stars.columns) + output_columns()
+    pd.testing.assert_frame_equal(out[list(stars.columns)], stars, check_dtype=False)
+    # Gaia came without error columns: every row says so, and nothing else is wrong with the input
+    assert all(s.startswith("default_err:Gaia_G=no_err_column;default_err:Gaia_BP=no_err_column;"
+                            "default_err:Gaia_RP=no_err_column") for s in out["status"])
+    assert (out["n_bands"] == 7).all() and np.isfinite(out["teff_median"]).all()
+    assert ((out["teff_p16"] <= out["teff_median"]) & (out["teff_median"] <= out["teff_p84"])).all()
+    assert sum(summary.counts.get(k, 0) for k in ("ok", "default_err:no_err_column")) == 12
+    assert samples["samples"].shape == (12, 32, 5) and samples["weights"].shape == (12, 32)
+    np.testing.assert_allclose(samples["weights"].sum(axis=1), 1.0, rtol=1e-5)
+    assert samples["row"].tolist() == list(range(12))
+    assert samples["param_names"].tolist() == ["teff", "logg", "mh", "av", "rv"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".fits", ".ecsv", ".vot"])
+def test_formats_round_trip(model, stars, reference, tmp_path, suffix):
+    src, dst = tmp_path / f"in{suffix}", tmp_path / f"out{suffix}"
+    write_table(stars, src)
+    summary = infer_catalog(model, src, dst, **OPTS)
+    assert summary.rows == 12 and not (tmp_path / f"out{suffix}.parts").exists()
+    out = read_table(dst)
+    assert list(out.columns) == list(stars.columns) + output_columns()
+    np.testing.assert_array_equal(out["source_id"], stars["source_id"])  # every row, in order
+    np.testing.assert_allclose(out["j_m"], stars["j_m"], rtol=1e-6)
+    # same rows, same chunks, same seed: the same numbers whatever the format
+    ref = reference[1]
+    for col in ("teff_median", "logg_p16", "av_std", "ess", "khat", "chi2"):
+        np.testing.assert_allclose(out[col], ref[col], rtol=1e-6, err_msg=col)
+    assert out["status"].tolist() == ref["status"].tolist()
+
+
+def test_seed(model, stars, reference, tmp_path):
+    write_table(stars, tmp_path / "in.parquet")
+    infer_catalog(model, tmp_path / "in.parquet", tmp_path / "a.parquet", **OPTS)
+    infer_catalog(model, tmp_path / "in.parquet", tmp_path / "b.parquet", **dict(OPTS, seed=8))
+    a, b = _results(tmp_path / "a.parquet"), _results(tmp_path / "b.parquet")
+    pd.testing.assert_frame_equal(a, reference[1][output_columns()])
+    assert not np.allclose(a["teff_mean"], b["teff_mean"])
+
+
+def test_resume_equals_uninterrupted(model, stars, reference, tmp_path):
+    write_table(stars, tmp_path / "in.csv")
+    out, parts = tmp_path / "out.parquet", tmp_path / "out.parquet.parts"
+    kw = dict(OPTS, save_samples=tmp_path / "s.h5")
+    first = infer_catalog(model, tmp_path / "in.csv", out, stop_after=1, **kw)
+    assert not first.complete and first.chunks_run == 1 and first.rows == 5
+    assert parts.is_dir() and not out.exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        infer_catalog(model, tmp_path / "in.csv", out, **kw)
+    with pytest.raises(ValueError, match="seed: was 7, now 8"):
+        infer_catalog(model, tmp_path / "in.csv", out, resume=True, **dict(kw, seed=8))
+    rest = infer_catalog(model, tmp_path / "in.csv", out, resume=True, **kw)
+    assert rest.complete and rest.chunks_resumed == 1 and rest.chunks_run == 2 and not parts.exists()
+    assert rest.rows == 12 and sum(v for k, v in rest.counts.items() if not k.startswith("flag:")) >= 12
+    pd.testing.assert_frame_equal(pd.read_parquet(out), reference[1])
+    import h5py
+
+    with h5py.File(tmp_path / "s.h5") as f:
+        np.testing.assert_array_equal(f["samples"][:], reference[2]["samples"])
+        np.testing.assert_array_equal(f["weights"][:], reference[2]["weights"])
+        assert f["row"][:].tolist() == list(range(12)) and f.attrs["seed"] == 7
+        assert [n.decode() for n in f["param_names"][:]] == ["teff", "logg", "mh", "av", "rv"]
+
+
+def test_bad_catalogue(model, tmp_path):
+    out, npz = tmp_path / "bad_out.csv", tmp_path / "bad.npz"
+    summary = infer_catalog(model, DATA / "bad_catalogue.csv", out, save_samples=npz, num_samples=32,
+                            seed=1, chunk_size=10, progress=False)
+    src = pd.read_csv(DATA / "bad_catalogue.csv")
+    got = pd.read_csv(out, keep_default_na=False, na_values=[""])
+    assert len(got) == len(src) == 27 and summary.rows == 27 and summary.skipped == 3
+    assert got["case"].tolist() == src["case"].tolist()  # every row, in input order
+    kept = got[["status_in" if c == "status" else c for c in src.columns]].set_axis(src.columns, axis=1)
+    # original columns, values as they were (CSV chunks may type a column differently: "5.0" → 5)
+    pd.testing.assert_frame_equal(kept.map(_cell), src.map(_cell))
+    # statuses: the input codes exactly, then only the model's quality flags
+    flags = [";".join(c for c in s.split(";") if c.startswith("flag:")) for s in got["status"]]
+    inputs = [";".join(c for c in s.split(";") if not c.startswith("flag:")) or "ok" for s in got["status"]]
+    assert inputs == BAD_EXPECTED
+    assert dict(count_status(inputs)) == BAD_COUNTS
+    # the run's own counts: the same per input code; `ok` only for rows without any flag either
+    n_ok = int((got["status"] == "ok").sum())
+    assert {k: v for k, v in summary.counts.items() if not k.startswith("flag:")} == \
+        {k: v for k, v in BAD_COUNTS.items() if k != "ok"} | ({"ok": n_ok} if n_ok else {})
+    assert sum(v for k, v in summary.counts.items() if k.startswith("flag:")) >= 1
+    assert "flag:bad_chi2" in flags[src.index[src["case"] == "impossible_colours"][0]]
+    skipped = got["status"].str.contains("skipped:")
+    assert got.loc[skipped, "teff_median"].isna().all() and got.loc[~skipped, "teff_median"].notna().all()
+    assert got.loc[skipped, "n_bands"].tolist() == [2, 0, 1]
+    valid = set(model.bands) | {""}
+    assert set(got["outlier_band"].fillna("")) <= valid
+    s = np.load(npz)
+    assert s["samples"].shape == (27, 32, 5)
+    assert np.isnan(s["samples"][skipped.to_numpy()]).all() and (s["weights"][skipped.to_numpy()] == 0).all()
+    table = summary.table()
+    assert re.search(r"\ndropped:sentinel +5 +18\.52\n", table) and "(inferred 24, skipped 3)" in table
+
+
+def test_empty_and_header_only(model, tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("source_id,phot_g_mean_mag,j_m\n")
+    s = infer_catalog(model, tmp_path / "empty.csv", tmp_path / "e.parquet", save_samples=tmp_path / "e.npz", **OPTS)
+    assert s.rows == 0 and s.counts == {}
+    assert list(pd.read_parquet(tmp_path / "e.parquet").columns) == output_columns()
+    assert np.load(tmp_path / "e.npz")["samples"].shape == (0, 32, 5)
+    infer_catalog(model, tmp_path / "header.csv", tmp_path / "h.csv", **OPTS)
+    h = pd.read_csv(tmp_path / "h.csv")
+    assert len(h) == 0 and list(h.columns) == ["source_id", "phot_g_mean_mag", "j_m"] + output_columns()
+
+
+def test_clear_errors(model, stars, tmp_path):
+    write_table(stars[["source_id", "teff"]], tmp_path / "nobands.csv")
+    with pytest.raises(ValueError, match="no column names a band"):
+        infer_catalog(model, tmp_path / "nobands.csv", tmp_path / "o.csv", **OPTS)
+    write_table(stars, tmp_path / "in.csv")
+    with pytest.raises(ValueError, match="num_samples"):
+        infer_catalog(model, tmp_path / "in.csv", tmp_path / "o.csv", **dict(OPTS, num_samples=10**6))
+    with pytest.raises(ValueError, match="save_samples"):
+        infer_catalog(model, tmp_path / "in.csv", tmp_path / "o.csv", save_samples=tmp_path / "s.txt", **OPTS)
+    with pytest.raises(ValueError, match="is the input catalogue"):
+        infer_catalog(model, tmp_path / "in.csv", tmp_path / "in.csv", **OPTS)
+    with pytest.raises(ValueError, match=r"`default_err` = 0.6 mag must lie within the model's error range"):
+        infer_catalog(model, tmp_path / "in.csv", tmp_path / "o.csv", default_err=0.6, **OPTS)
+    assert not list(tmp_path.glob("*.parts"))
+
+
+def test_cli(tiny_export, stars, reference, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from irisml_tf.cli.main import main
+
+    write_table(stars, tmp_path / "in.fits")
+    runner = CliRunner()
+    res = runner.invoke(main, ["infer", str(tmp_path / "in.fits"), "--model", str(tiny_export), "--out",
+                               str(tmp_path / "out.csv"), "--samples", "32", "--seed", "7", "--chunk-size", "5",
+                               "--save-samples", str(tmp_path / "s.h5"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "Gaia_G       phot_g_mean_mag ± none (default error)" in res.output
+    assert "not a band column: source_id, teff, logg, mh, av, rv" in res.output
+    assert "default_err:no_err_column" in res.output and "wrote 12 rows to" in res.output
+    got = pd.read_csv(tmp_path / "out.csv")
+    np.testing.assert_allclose(got["teff_median"], reference[1]["teff_median"], rtol=1e-6)
+    assert (tmp_path / "s.h5").exists()
+    monkeypatch.setenv("IRISML_TF_MODEL", str(tmp_path / "no_model"))
+    res = runner.invoke(main, ["infer", str(tmp_path / "in.fits"), "--out", str(tmp_path / "o2.csv")])
+    assert res.exit_code == 2 and "no shipped model" in res.output
