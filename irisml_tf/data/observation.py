@@ -20,6 +20,13 @@ For each simulated star (magnitudes at μ = 0 from the simulator):
    random size. Every star keeps at least ``min_bands`` bands (the brightest-chance extra bands
    are added back if needed).
 
+5. Fixed band sets (evaluation): ``obs(mags, valid, seed, force_bands=mask)`` with a bool mask
+   over ``bands`` replaces step 4 and the detection cut: every star has exactly the masked bands
+   that the simulator can model (``valid``), whatever their depth; a band fainter than its
+   survey's ``err_max`` limit keeps σ = ``err_max`` (the clipped error, which the noise uses too,
+   so the likelihood stays exact). Brightness, errors and noise are the same draws as without the
+   mask (same seed ⇒ same star, same noise; only the band set differs).
+
 Batches are pure functions of a stateless seed. Outputs are padded to all bands: band_index
 (−1 for absent), mag and mag_err (0 where absent).
 """
@@ -138,7 +145,9 @@ class ObservationModel(tf.Module):
         self._nsurvey = len(order)
 
     @tf.function(reduce_retracing=True)
-    def __call__(self, mags, valid, seed):
+    def __call__(self, mags, valid, seed, force_bands=None):
+        """``force_bands``: optional bool (NB,) — observe exactly these bands (step 5 of the
+        module docstring) instead of drawing the missing-band pattern."""
         c = self.config
         mags = tf.convert_to_tensor(mags, tf.float32)
         n, nb = tf.shape(mags)[0], len(self.bands)
@@ -171,6 +180,8 @@ class ObservationModel(tf.Module):
         score = tf.where(detected, keys + 2.0 * tf.cast(present, tf.float32), -1.0)
         kth = tf.math.top_k(score, k=self.min_bands).values[:, -1:]
         present = present | (detected & (score >= kth))
+        if force_bands is not None:  # evaluation on a fixed band set: no missing-band draws
+            present = tf.convert_to_tensor(force_bands, tf.bool)[None, :] & valid
         noise = tf.random.stateless_normal([n, nb], seeds[0]) * tf.sqrt(tf.square(sigma) + self.sys_floor ** 2)
         idx = tf.broadcast_to(tf.range(nb, dtype=tf.int32), [n, nb])
         return {"band_index": tf.where(present, idx, -1),

@@ -1,0 +1,228 @@
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from irisml_tf.inference import metrics as M
+
+
+# -- metrics on cases with known answers --------------------------------------------------------
+def _gaussian_case(rng, s=4000, n=400, width=1.0, proposal=None):
+    """Truth t ~ N(m, 1) given the posterior mean m: N(m, 1) is the exact posterior."""
+    m = rng.normal(0.0, 3.0, size=(s, 2))
+    truth = m + rng.standard_normal((s, 2))
+    scale = proposal or width
+    draws = m[:, None, :] + scale * rng.standard_normal((s, n, 2))
+    weights = None
+    if proposal is not None:  # weights of the exact posterior against a wider proposal (1st parameter)
+        z = (draws - m[:, None, :])[..., 0]
+        weights = stats.norm.pdf(z) / stats.norm.pdf(z, scale=proposal)
+    return draws, truth, weights
+
+
+def _binomial_ok(cov, levels, s, slack=0.01):
+    tol = 4 * np.sqrt(levels * (1 - levels) / s)[:, None] + slack
+    return np.all(np.abs(cov - levels[:, None]) <= tol)
+
+
+def test_point_errors_known_values():
+    truth = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0]])
+    est = truth + np.array([[1.0, 0.0], [-1.0, 0.0], [3.0, 0.0], [np.nan, 2.0]])
+    pe = M.point_errors(est, truth)
+    np.testing.assert_allclose(pe["rmse"], [np.sqrt(11 / 3), 1.0])
+    np.testing.assert_allclose(pe["bias"], [1.0, 0.5])
+    np.testing.assert_allclose(pe["mad"], [2.0, 0.0])  # |e − 1| = 0, 2, 2
+    np.testing.assert_allclose(pe["nmad"], M.NMAD_SCALE * pe["mad"])
+    np.testing.assert_array_equal(pe["n"], [3, 4])
+    assert M.relative_rmse([110.0, 90.0, np.nan], [100.0, 100.0, 100.0]) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="same shape"):
+        M.point_errors(est[:, :1], truth)
+
+
+def test_pit_small_cases_and_weights():
+    draws = np.array([1.0, 2.0, 3.0, 4.0])[None, :, None]
+    assert M.pit(draws, np.array([[2.5]]))[0, 0] == 0.5
+    assert M.pit(draws, np.array([[2.0]]))[0, 0] == pytest.approx(1.5 / 4)  # a tie counts half
+    assert M.pit(draws, np.array([[2.5]]), np.array([[1.0, 1.0, 0.0, 2.0]]))[0, 0] == pytest.approx(0.5)
+    assert M.pit(draws, np.array([[2.5]]), np.array([[3.0, 0.0, 0.0, 1.0]]))[0, 0] == pytest.approx(0.75)
+    assert np.isnan(M.pit(draws, np.array([[2.5]]), np.zeros((1, 4)))[0, 0])  # no usable weight
+    with pytest.raises(ValueError, match="weights"):
+        M.pit(draws, np.array([[2.5]]), np.ones((1, 3)))
+
+
+def test_unweighted_coverage_is_the_validators_rule(rng):
+    from irisml_tf.training.validation import coverage_of
+
+    draws, truth, _ = _gaussian_case(rng, s=300, n=50)
+    levels = np.array([0.1, 0.5, 0.68, 0.9])
+    np.testing.assert_array_equal(M.coverage(draws, truth, levels), coverage_of(draws, truth, levels))
+
+
+def test_exact_posterior_is_calibrated(rng):
+    draws, truth, _ = _gaussian_case(rng)
+    cov = M.coverage(draws, truth)
+    assert cov.shape == (99, 2)
+    assert _binomial_ok(cov, M.DEFAULT_LEVELS, len(truth))
+    assert np.all(M.max_abs_deviation(cov) < 0.05)
+
+
+def test_too_narrow_posterior_undercovers(rng):
+    draws, truth, _ = _gaussian_case(rng, width=0.5)
+    cov = M.coverage(draws, truth, [0.68])
+    # P(|z| < 0.5) = 0.383 for truth ~ N(m, 1) and a 68 % interval of half-width 0.5
+    np.testing.assert_allclose(cov[0], 0.383, atol=0.03)
+    assert np.all(M.max_abs_deviation(M.coverage(draws, truth)) > 0.25)
+
+
+def test_importance_weights_restore_calibration(rng):
+    draws, truth, weights = _gaussian_case(rng, proposal=2.0)
+    weighted = M.coverage(draws[..., :1], truth[:, :1], weights=weights)
+    plain = M.coverage(draws[..., :1], truth[:, :1])
+    assert _binomial_ok(weighted, M.DEFAULT_LEVELS, len(truth), slack=0.02)
+    assert plain[49, 0] > 0.75  # the proposal alone is too wide: 0.5 interval covers ~82 %
+
+
+def test_sbc_ranks_and_histogram(rng):
+    draws, truth, _ = _gaussian_case(rng, s=3000, n=99)
+    u = M.pit(draws, truth)
+    ranks = M.sbc_ranks(u, 99)
+    # with L = N unweighted draws the rank is the count of draws below the truth
+    np.testing.assert_array_equal(ranks, np.sum(draws < truth[:, None, :], axis=1))
+    good = M.rank_histogram(ranks, 99, bins=20)
+    assert good["counts"].shape == (20, 2) and np.all(good["counts"].sum(0) == 3000)
+    np.testing.assert_allclose(good["expected"].sum(0), 3000)
+    assert np.all(good["pvalue"] > 1e-3)
+    # too narrow: ∪-shaped, the end bins far above the uniform band
+    narrow = M.rank_histogram(M.sbc_ranks(M.pit(*_gaussian_case(rng, s=3000, n=99, width=0.5)[:2]), 99), 99)
+    assert np.all(narrow["pvalue"] < 1e-10)
+    assert np.all(narrow["counts"][0] > narrow["band_hi"][0]) and np.all(narrow["counts"][-1] > narrow["band_hi"][-1])
+    # biased: sloped
+    d, t, _ = _gaussian_case(rng, s=3000, n=99)
+    sloped = M.rank_histogram(M.sbc_ranks(M.pit(d + 0.7, t), 99), 99)
+    assert np.all(sloped["counts"][0] > 3 * sloped["counts"][-1])
+    # unusable rows are skipped; uneven bins get proportional expectations
+    h = M.rank_histogram(np.array([[0], [1], [2], [-1]]), 2, bins=2)
+    assert h["n"][0] == 3 and h["counts"][:, 0].tolist() == [2, 1]
+    np.testing.assert_allclose(h["expected"][:, 0], [2.0, 1.0])
+
+
+def test_coverage_skips_stars_without_weight():
+    u = np.array([[0.5], [np.nan], [0.99]])
+    cov, n = M.coverage_from_pit(u, [0.5, 0.99])
+    assert n.tolist() == [2] and cov[:, 0].tolist() == [0.5, 1.0]
+    with pytest.raises(ValueError, match="levels"):
+        M.coverage_from_pit(u, [1.0])
+
+
+# -- the observation model's fixed-band-set hook ------------------------------------------------
+def test_force_bands_observes_exactly_the_set(prior, sim):
+    import tensorflow as tf
+
+    from irisml_tf.data.observation import ObservationModel
+    from irisml_tf.physics.bands import band_index
+
+    obs = ObservationModel()
+    theta = prior.sample(2000, 7)
+    mags, valid = sim(theta)
+    free = {k: v.numpy() for k, v in obs(mags, valid, tf.constant([1, 2])).items()}
+    want = np.zeros(25, bool)
+    want[[band_index(b) for b in ("Gaia_G", "Gaia_BP", "Gaia_RP", "2MASS_Ks")]] = True
+    forced = {k: v.numpy() for k, v in obs(mags, valid, tf.constant([1, 2]), force_bands=want).items()}
+    present = forced["band_index"] >= 0
+    np.testing.assert_array_equal(present, want[None] & valid.numpy())
+    assert present[:, 0].all() and (present.sum(1) <= 4).all()
+    assert forced["mag_err"][present].max() <= 0.3 + 1e-6 and forced["mag_err"][present].min() >= 0.002 - 1e-7
+    # same star, same noise: bands present both ways are identical
+    both = present & (free["band_index"] >= 0)
+    assert both.sum() > 1000
+    np.testing.assert_array_equal(forced["mag"][both], free["mag"][both])
+    np.testing.assert_array_equal(forced["mag_err"][both], free["mag_err"][both])
+
+
+# -- end to end through the CLI -----------------------------------------------------------------
+def _strip_times(x):
+    if isinstance(x, dict):
+        return {k: _strip_times(v) for k, v in x.items() if "seconds" not in k and "per_second" not in k}
+    if isinstance(x, list):
+        return [_strip_times(v) for v in x]
+    return x
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from irisml_tf.cli.main import main
+
+    return CliRunner().invoke(main, ["evaluate", *args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_export, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    args = ["--model", str(tiny_export), "--n", "48", "--samples", "64", "--batch-size", "32",
+            "--mcmc-steps", "40", "--corner-samples", "256", "--quiet"]
+    first = _cli([*args, "--seed", "3", "--out", str(out / "a")])
+    second = _cli([*args, "--seed", "3", "--out", str(out / "b"), "--no-plots"])
+    return out, first, second
+
+
+def test_evaluate_cli_writes_metrics_and_figures(evaluated):
+    out, first, _ = evaluated
+    assert first.exit_code == 0, first.output
+    assert "teff RMSE / teff" in first.output and "median IS efficiency" in first.output
+    for name in ("metrics.json", "calibration.png", "is_diagnostics.png", "corner_star0.png",
+                 *(f"{k}_{s}.{e}" for s in ("all", "gaia_2mass_wise", "gaia", "random")
+                   for k, e in (("pred_vs_true", "png"), ("sbc", "png"), ("stars", "parquet")))):
+        assert (out / "a" / name).stat().st_size > 0, name
+    m = json.loads((out / "a" / "metrics.json").read_text())
+    assert m["seed"] == 3 and m["n"] == 48 and len(m["levels"]) == 99
+    assert list(m["sets"]) == ["all", "gaia_2mass_wise", "gaia", "random"]
+    for name, s in m["sets"].items():
+        for stage in ("before", "after"):
+            st = s[stage]
+            assert set(st["point"]) == {"teff", "logg", "mh", "av", "rv"}
+            assert set(st["point"]["teff"]) == {"rmse", "bias", "mad", "nmad", "n"}
+            assert len(st["coverage"]["curve"]["av"]) == 99
+            assert 0 <= st["coverage"]["max_abs_dev"]["logg"] <= 1
+            assert len(st["sbc"]["counts"]["mh"]) == 20 and len(st["sbc"]["edges"]) == 21
+            assert sum(st["sbc"]["counts"]["rv"]) == st["coverage"]["n"]
+            assert st["rel_teff_rmse"] is None or st["rel_teff_rmse"] > 0
+            assert "teff_rmse_4000_7000" in st
+        isd = s["importance_sampling"]
+        assert {"p5", "p50", "p95", "mean"} <= set(isd["efficiency"]) and 0 <= isd["frac_khat_gt_0.7"] <= 1
+        assert s["stars_per_second"] > 0 and s["wall_seconds"] > 0
+        want = {"rel_teff_rmse", "teff_rmse_4000_7000", "rmse_av", "coverage_rv", "median_efficiency"}
+        assert want <= set(s["targets"])
+    # the fixed sets have exactly their bands (where the model predicts them)
+    assert m["sets"]["gaia"]["n_bands"]["p95"] == 3 and m["sets"]["gaia_2mass_wise"]["n_bands"]["p5"] == 8
+    assert m["sets"]["all"]["n_bands"]["p95"] == 25
+    assert 0 <= m["sets"]["gaia"]["frac_bands_at_err_max"] <= m["sets"]["all"]["frac_bands_at_err_max"] < 0.5
+    c = m["corner"]
+    assert c["set"] == "all" and c["mcmc"]["nsteps"] == 40 and len(c["mcmc"]["ess"]) == 5
+    assert set(c["compare_to_npe"]["after"]["teff"]) >= {"median_diff_sigma", "frac_in_68"}
+    assert m["model"]["meta"]["param_names"] == ["teff", "logg", "mh", "av", "rv"]
+
+
+def test_evaluate_same_seed_same_metrics(evaluated, tiny_export, tmp_path):
+    out, first, second = evaluated
+    assert second.exit_code == 0, second.output
+    a = _strip_times(json.loads((out / "a" / "metrics.json").read_text()))
+    b = _strip_times(json.loads((out / "b" / "metrics.json").read_text()))
+    assert [f for f in a.pop("files") if f.endswith(".parquet")] == b.pop("files")
+    assert a == b
+    # another seed: other stars
+    other = _cli(["--model", str(tiny_export), "--n", "8", "--samples", "16", "--band-set", "gaia",
+                  "--no-mcmc", "--no-plots", "--quiet", "--seed", "4", "--out", str(tmp_path / "c")])
+    assert other.exit_code == 0, other.output
+    c = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert c["corner"]["truth"] != a["corner"]["truth"] and c["corner"]["mcmc"] is None
+
+
+def test_evaluate_cli_errors(tiny_export, tmp_path):
+    r = _cli(["--model", str(tiny_export), "--samples", "100000", "--out", str(tmp_path)])
+    assert r.exit_code == 1 and "`samples` must be in 1 … 4096" in r.output
+    r = _cli(["--model", str(tiny_export), "--ref-mag", "15", "12", "--out", str(tmp_path)])
+    assert r.exit_code == 1 and "ref_mag" in r.output
+    r = _cli(["--model", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 1 and "not an exported irisml-tf model" in r.output

@@ -1,0 +1,222 @@
+"""emcee reference (irisml_tf.inference.mcmc) and `irisml-tf mcmc`: a star simulated at a known θ in
+all 25 bands, short chains, the comparison with NPE on Gaussians of known overlap."""
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from scipy.stats import norm
+
+from irisml_tf.physics.bands import BAND_NAMES
+from irisml_tf.physics.simulator import PARAM_NAMES
+
+THETA = np.array([5500.0, 4.3, -0.2, 0.5, 3.1], np.float32)
+ERR = 0.02
+SYS = 0.01
+
+
+@pytest.fixture(scope="module")
+def star(sim):
+    """(band_index, mag, mag_err) [25]: THETA at μ = 10 with Gaussian noise of σ ⊕ sys floor."""
+    mags, valid = sim(THETA[None])
+    assert valid.numpy().all()
+    rng = np.random.default_rng(7)
+    err = np.full(25, ERR, np.float32)
+    mag = mags.numpy()[0] + 10.0 + rng.normal(0.0, np.hypot(ERR, SYS), 25)
+    return np.arange(25, dtype=np.int32), mag.astype(np.float32), err
+
+
+@pytest.fixture(scope="module")
+def chain(sim, prior, star):
+    from irisml_tf.inference.mcmc import run_mcmc
+
+    return run_mcmc(sim, prior, *star, SYS, nwalkers=32, nsteps=300, burn=100, seed=1)
+
+
+def test_recovers_theta(chain):
+    s = chain.summary()
+    z = (s["median"] - THETA) / s["std"]
+    assert np.all(np.abs(z) < 3.0), dict(zip(PARAM_NAMES, z))
+    # a 25-band star pins teff to a few per cent
+    assert 0 < s["std"][0] < 300
+    assert chain.samples.shape == (200 * 32, 5)
+    assert chain.chain.shape == (300, 32, 5) and chain.log_prob.shape == (300, 32)
+    assert 0.2 < chain.acceptance < 0.8
+    np.testing.assert_allclose(chain.ess, len(chain.samples) / chain.tau)
+    assert chain.n_likelihood_calls == 4096 + 32 + 32 + 300 * 32  # init draws, jitter, start, steps
+    assert not chain.converged  # 200 steps < 50 τ: the flag says so
+
+
+def test_emcee_log_prob_is_likelihood_plus_prior(sim, prior, star, chain):
+    """The values emcee stored are log_likelihood_theta + prior.log_prob (no second copy)."""
+    from irisml_tf.inference.likelihood import log_likelihood_theta
+    from irisml_tf.inference.mcmc import log_posterior
+
+    bi, mag, err = star
+    inputs = {"band_index": bi[None], "mag": mag[None], "mag_err": err[None]}
+    theta = chain.chain[-1].astype(np.float32)
+    ref = (log_likelihood_theta(sim, theta[None], inputs, SYS)[0] + prior.log_prob(theta)).numpy()
+    np.testing.assert_allclose(chain.log_prob[-1], ref, rtol=1e-6)
+    # outside the prior (av < 0) and outside the grid (teff 1000 K): −inf, never NaN
+    odd = np.array([[5500, 4.3, -0.2, -0.1, 3.1], [1000, 4.3, -0.2, 0.5, 3.1]], np.float32)
+    lp = log_posterior(sim, prior, SYS)
+    assert np.all(lp(odd, *star) == -np.inf)
+    assert lp is log_posterior(sim, prior, SYS)  # one traced function, reused across stars
+    before = lp._fn.experimental_get_tracing_count()
+    lp(theta[:16], bi[:8], mag[:8], err[:8])  # another star, another walker count: no retrace
+    assert lp._fn.experimental_get_tracing_count() == before
+
+
+def test_same_seed_same_chain(sim, prior, star):
+    from irisml_tf.inference.mcmc import run_mcmc
+
+    a = run_mcmc(sim, prior, *star, SYS, nwalkers=16, nsteps=40, burn=10, seed=5)
+    b = run_mcmc(sim, prior, *star, SYS, nwalkers=16, nsteps=40, burn=10, seed=5)
+    c = run_mcmc(sim, prior, *star, SYS, nwalkers=16, nsteps=40, burn=10, seed=6)
+    np.testing.assert_array_equal(a.chain, b.chain)
+    np.testing.assert_array_equal(a.log_prob, b.log_prob)
+    assert not np.array_equal(a.chain, c.chain)
+
+
+def test_target_ess_extends_the_chain(sim, prior, star, chain):
+    from irisml_tf.inference.mcmc import run_mcmc
+
+    init = chain.chain[-1]  # start in the posterior: a short burn-in suffices
+    r = run_mcmc(sim, prior, *star, SYS, nwalkers=32, nsteps=100, burn=20, seed=2, init=init,
+                 target_ess=400)
+    assert r.nsteps > 100
+    assert r.ess.min() >= 400
+    assert r.samples.shape == ((r.nsteps - 20) * 32, 5)
+
+
+def test_bad_inputs_named(sim, prior, star):
+    from irisml_tf.inference.mcmc import run_mcmc
+
+    bi, mag, err = star
+    with pytest.raises(ValueError, match="`init`"):
+        run_mcmc(sim, prior, bi, mag, err, nwalkers=16, nsteps=10, burn=0, init=np.zeros((8, 5)))
+    bad_init = np.tile(THETA, (16, 1)).astype(np.float64)
+    bad_init[3, 3] = -1.0  # av < 0
+    with pytest.raises(ValueError, match=r"walkers \[3\]"):
+        run_mcmc(sim, prior, bi, mag, err, nwalkers=16, nsteps=10, burn=0, init=bad_init)
+    one = np.where(np.arange(25) == 0, 0, -1).astype(np.int32)
+    with pytest.raises(ValueError, match="1 usable band"):
+        run_mcmc(sim, prior, one, mag, err, nsteps=10, burn=0)
+    with pytest.raises(ValueError, match="burn"):
+        run_mcmc(sim, prior, bi, mag, err, nsteps=10, burn=10)
+    with pytest.raises(ValueError, match="nwalkers"):
+        run_mcmc(sim, prior, bi, mag, err, nwalkers=15)
+
+
+def test_compare_to_npe_known_answer():
+    from irisml_tf.inference.mcmc import compare_to_npe
+
+    rng = np.random.default_rng(0)
+    loc = np.array([5000.0, 4.0, -0.5, 1.0, 3.1])
+    scale = np.array([100.0, 0.3, 0.1, 0.05, 0.2])
+    shift = np.array([0.0, 0.5, -1.0, 0.25, 2.0])  # NPE median − MCMC median, in MCMC σ
+    n = 200_000
+    mcmc = loc + scale * rng.standard_normal((n, 5))
+    npe = loc + scale * (shift + rng.standard_normal((n, 5)))
+
+    def expected(level, s):  # P(|Z − s| inside the central interval of N(s, 1)) for Z ~ N(0, 1)
+        h = norm.ppf(0.5 + level / 2)
+        return norm.cdf(s + h) - norm.cdf(s - h)
+
+    for weights, tol in ((None, 0.01), ("gauss", 0.02)):
+        if weights is None:
+            out = compare_to_npe(mcmc, npe)
+        else:  # draws 1.5× too wide, importance-weighted back to N(shift, 1): weights must be used
+            u = 1.5 * rng.standard_normal((n, 5))
+            w = np.exp(np.sum(norm.logpdf(u) - norm.logpdf(u, scale=1.5), axis=1))
+            out = compare_to_npe(mcmc, loc + scale * (shift + u), w)
+            unweighted = compare_to_npe(mcmc, loc + scale * (shift + u))
+            assert unweighted["teff"]["frac_in_68"] > expected(0.68, 0.0) + 0.1  # too wide without
+        for i, p in enumerate(PARAM_NAMES):
+            assert out[p]["median_diff_sigma"] == pytest.approx(shift[i], abs=tol), (weights, p)
+            assert out[p]["frac_in_68"] == pytest.approx(expected(0.68, shift[i]), abs=tol), (weights, p)
+            assert out[p]["frac_in_95"] == pytest.approx(expected(0.95, shift[i]), abs=tol), (weights, p)
+            assert out[p]["std_mcmc"] == pytest.approx(scale[i], rel=0.01)
+
+
+def test_npe_init():
+    from irisml_tf.inference.mcmc import npe_init
+
+    samples = np.arange(100 * 5, dtype=np.float64).reshape(100, 5)
+    w = np.zeros(100)
+    w[:40] = 1.0
+    init = npe_init(samples, w, 32, np.random.default_rng(0))
+    assert init.shape == (32, 5) and len(np.unique(init[:, 0])) == 32 and init[:, 0].max() < 200
+    assert npe_init(samples, np.where(np.arange(100) < 10, 1.0, 0.0), 32, np.random.default_rng(0)) is None
+
+
+def test_parse_rows():
+    import click
+
+    from irisml_tf.cli.mcmc_cmd import parse_rows
+
+    assert parse_rows("0,3, 5-7,3", 10) == [0, 3, 5, 6, 7]
+    for spec, msg in (("12", "10 rows"), ("7-5", "low-high"), ("a", "not a row"), (",", "no rows")):
+        with pytest.raises(click.BadParameter, match=msg):
+            parse_rows(spec, 10)
+
+
+def _catalog(star, path):
+    bi, mag, err = star
+    row = {"source_id": 11}
+    for j, b in enumerate(BAND_NAMES):
+        row[b], row[f"{b}_err"] = float(mag[j]), float(err[j])
+    few = {k: (v if k in ("source_id", "Gaia_G", "Gaia_G_err", "Gaia_BP", "Gaia_BP_err") else np.nan)
+           for k, v in row.items()}
+    few["source_id"] = 12
+    pd.DataFrame([row, few, dict(row, source_id=13)]).to_csv(path, index=False)
+
+
+def test_cli_without_model(tmp_path, star):
+    from irisml_tf.catalog import read_table
+    from irisml_tf.cli.main import main
+
+    _catalog(star, tmp_path / "cat.csv")
+    args = ["mcmc", str(tmp_path / "cat.csv"), "--out", str(tmp_path / "out.parquet"), "--no-npe",
+            "--walkers", "16", "--steps", "60", "--burn", "20", "--samples-out", str(tmp_path / "s.npz")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    out = read_table(tmp_path / "out.parquet")
+    assert out["row"].tolist() == [0, 1, 2] and out["source_id"].tolist() == [11, 12, 13]
+    assert out["status"][0] == "ok" and out["status"][1].startswith("skipped:too_few_bands(2<")
+    assert np.isfinite(out["teff_median"][0]) and np.isnan(out["teff_median"][1])
+    assert "teff_npe_dmed_sigma" not in out
+    z = dict(np.load(tmp_path / "s.npz"))
+    assert z["row"].tolist() == [0, 2] and z["mcmc_samples"].shape == (2, 40 * 16, 5)
+    # rows 0 and 2 hold the same star; the row enters the seed, so their chains differ ...
+    assert not np.array_equal(z["mcmc_samples"][0], z["mcmc_samples"][1])
+    # ... and a row's chain does not depend on the other rows chosen
+    r = CliRunner().invoke(main, args[:2] + ["--rows", "2", *args[2:]])
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["mcmc_samples"][0], z["mcmc_samples"][1])
+    r = CliRunner().invoke(main, args[:2] + ["--rows", "9", *args[2:]])
+    assert r.exit_code != 0 and "3 rows" in r.output
+
+
+def test_cli_with_model(tmp_path, star, tiny_export):
+    from irisml_tf.catalog import read_table
+    from irisml_tf.cli.main import main
+
+    _catalog(star, tmp_path / "cat.csv")
+    args = ["mcmc", str(tmp_path / "cat.csv"), "--rows", "0-1", "--out", str(tmp_path / "out.csv"),
+            "--model", str(tiny_export), "--walkers", "16", "--steps", "60", "--burn", "20",
+            "--npe-samples", "500", "--init", "npe", "--samples-out", str(tmp_path / "s.npz"),
+            "--plots", str(tmp_path / "plots")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "NPE−MCMC median / σ" in r.output
+    out = read_table(tmp_path / "out.csv")
+    assert out["row"].tolist() == [0, 1]
+    for p in PARAM_NAMES:
+        for col in (f"{p}_npe_median", f"{p}_npe_dmed_sigma", f"{p}_in_npe68", f"{p}_in_npe95"):
+            assert np.isfinite(out[col][0]) and np.isnan(out[col][1]), col
+        assert 0 <= out[f"{p}_in_npe68"][0] <= out[f"{p}_in_npe95"][0] <= 1
+    assert out["npe_ess"][0] > 0
+    z = dict(np.load(tmp_path / "s.npz"))
+    assert z["row"].tolist() == [0]
+    assert z["npe_samples"].shape == (1, 500, 5) and z["npe_weights"].shape == (1, 500)
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["mcmc_row0.png"]
