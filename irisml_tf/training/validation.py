@@ -10,7 +10,10 @@
 * figures: calibration curves (empirical coverage against nominal level, one line per
   parameter) and a corner plot of one star's posterior with the truth marked.
 
-The posterior draws use fixed stateless seeds, so two evaluations differ only through the model.
+The rules are the evaluation's (:mod:`irisml_tf.inference.metrics`: RMSE, coverage from the PIT)
+and the corner plot is :func:`irisml_tf.plots.corner_comparison`, so training-time validation and
+``irisml-tf evaluate`` measure the same thing. The posterior draws use fixed stateless seeds, so
+two evaluations differ only through the model.
 """
 from __future__ import annotations
 
@@ -20,33 +23,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from irisml_tf import plots
+from irisml_tf.inference.metrics import coverage, max_abs_deviation, point_errors
 from irisml_tf.model.transform import PARAM_NAMES
 
-__all__ = ["Validator", "coverage_of", "calibration_figure", "corner_figure", "figure_to_image"]
+__all__ = ["Validator", "calibration_figure", "figure_to_image"]
 
 #: nominal levels of the calibration curves drawn in the figure
 CURVE_LEVELS = np.round(np.linspace(0.05, 0.95, 19), 2)
 _INPUTS = ("band_index", "mag", "mag_err")
 
 
-def coverage_of(samples: np.ndarray, truth: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Empirical coverage of central intervals.
-
-    Args:
-      samples: posterior draws with shape [S, N, D] (S stars, N draws each).
-      truth: true values with shape [S, D].
-      levels: nominal levels α in (0, 1), L of them.
-
-    Returns coverage with shape [L, D]: the fraction of stars whose truth lies in the central
-    α interval of its draws, i.e. whose rank quantile u = P(draw < truth) (ties count half)
-    satisfies |u − ½| ≤ α/2.
-    """
-    samples = np.asarray(samples)
-    truth = np.asarray(truth)[:, None, :]
-    u = (np.mean(samples < truth, axis=1) + 0.5 * np.mean(samples == truth, axis=1))  # [S, D]
-    dev = np.abs(u - 0.5)[None]  # [1, S, D]
-    half = 0.5 * np.asarray(levels, dtype=np.float64)[:, None, None]
-    return np.mean(dev <= half + 1e-12, axis=1)
 
 
 class Validator:
@@ -133,52 +120,37 @@ class Validator:
         """All metrics as plain Python values (plus ``figures`` as PNG-decoded arrays if asked)."""
         truth = self.arrays["theta"][:self.num_stars].astype(np.float64)
         draws = self.posterior_samples(model).astype(np.float64)
-        median = np.median(draws, axis=1)
-        rmse = np.sqrt(np.mean((median - truth) ** 2, axis=0))
-        cov = coverage_of(draws, truth, self.levels)
-        curve = coverage_of(draws, truth, CURVE_LEVELS)
-        errors = np.abs(cov - np.asarray(self.levels)[:, None])
+        rmse = point_errors(np.median(draws, axis=1), truth)["rmse"]
+        cov = coverage(draws, truth, self.levels)
+        curve = coverage(draws, truth, CURVE_LEVELS)
         result = {
             "nll": self.nll(model),
             "rmse": {p: float(r) for p, r in zip(PARAM_NAMES, rmse)},
             "coverage": {f"{a:g}": {p: float(c) for p, c in zip(PARAM_NAMES, row)}
                          for a, row in zip(self.levels, cov)},
-            "calibration_error": float(errors.max()),
+            "calibration_error": float(np.max(max_abs_deviation(cov, self.levels))),
             "calibration_curve": {"levels": CURVE_LEVELS.tolist(),
                                   "coverage": curve.tolist()},
         }
         if figures:
             result["figures"] = {}
-            fig = calibration_figure(CURVE_LEVELS, curve)
-            if fig is not None:
-                result["figures"]["calibration_curves"] = figure_to_image(fig)
-            fig = corner_figure(self.corner_draws(model), self.arrays["theta"][0])
-            if fig is not None:
-                result["figures"]["corner"] = figure_to_image(fig, dpi=64)
+            result["figures"]["calibration_curves"] = figure_to_image(calibration_figure(CURVE_LEVELS, curve))
+            fig = plots.corner_comparison({"flow": (self.corner_draws(model), None)}, self.arrays["theta"][0])
+            result["figures"]["corner"] = figure_to_image(fig, dpi=64)
         return result
 
 
 # -- figures ----------------------------------------------------------------------------------
-def _pyplot():
-    try:
-        import matplotlib
+def calibration_figure(levels: np.ndarray, curve: np.ndarray):
+    """Empirical coverage [L, D] against nominal levels [L]: one line per parameter, one panel.
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:  # images are skipped without matplotlib
-        return None
-    return plt
-
-
-def calibration_figure(levels: np.ndarray, coverage: np.ndarray):
-    """Empirical coverage [L, D] against nominal levels [L]: one line per parameter."""
-    plt = _pyplot()
-    if plt is None:
-        return None
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=80)
+    (:func:`irisml_tf.plots.calibration_curves` draws before/after-importance-sampling pairs in a
+    panel per parameter; validation has the flow's draws only.)
+    """
+    fig, ax = plots.pyplot().subplots(figsize=(4.5, 4.5), dpi=80)
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="ideal")
     for d, name in enumerate(PARAM_NAMES):
-        ax.plot(levels, coverage[:, d], marker="o", ms=3, lw=1.2, label=name)
+        ax.plot(levels, curve[:, d], marker="o", ms=3, lw=1.2, label=name)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("nominal level of the central interval")
@@ -188,53 +160,10 @@ def calibration_figure(levels: np.ndarray, coverage: np.ndarray):
     return fig
 
 
-def corner_figure(draws: np.ndarray, truth: np.ndarray):
-    """Corner plot of draws [N, D] with the truth [D] marked (`corner` if installed)."""
-    plt = _pyplot()
-    if plt is None:
-        return None
-    labels = list(PARAM_NAMES)
-    draws = np.asarray(draws, dtype=np.float64)
-    truth = np.asarray(truth, dtype=np.float64)
-    try:
-        import corner
-
-        # a parameter without spread (e.g. at a hard bound) would break the histogram ranges
-        ranges = [(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
-                  for lo, hi in zip(draws.min(0), draws.max(0))]
-        fig = corner.corner(draws, labels=labels, truths=truth, range=ranges,
-                            truth_color="tab:red", bins=30, smooth=0.8)
-        return fig
-    except ImportError:
-        pass
-    d = draws.shape[1]
-    fig, axes = plt.subplots(d, d, figsize=(1.6 * d, 1.6 * d), dpi=70)
-    for i in range(d):
-        for j in range(d):
-            ax = axes[i, j]
-            if j > i:
-                ax.axis("off")
-                continue
-            if i == j:
-                ax.hist(draws[:, i], bins=30, histtype="step", color="k")
-                ax.axvline(truth[i], color="tab:red")
-            else:
-                ax.plot(draws[:, j], draws[:, i], ",", color="k", alpha=0.3)
-                ax.plot(truth[j], truth[i], "s", color="tab:red", ms=3)
-            ax.tick_params(labelsize=5)
-            if i == d - 1:
-                ax.set_xlabel(labels[j], fontsize=7)
-            if j == 0 and i > 0:
-                ax.set_ylabel(labels[i], fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def figure_to_image(fig, dpi: float | None = None) -> np.ndarray:
-    """RGBA uint8 image [1, H, W, 4] of a matplotlib figure (the figure is closed)."""
-    import matplotlib.pyplot as plt
-
+    """RGBA uint8 image [1, H, W, 4] of a matplotlib figure, for tf.summary.image (the figure is
+    closed)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi or fig.dpi)
-    plt.close(fig)
+    plots.pyplot().close(fig)
     return tf.io.decode_png(buf.getvalue(), channels=4).numpy()[None]
