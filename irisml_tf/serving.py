@@ -235,7 +235,7 @@ def check_export(out_dir: str | Path, run_dir: str | Path, *, num_stars: int = 8
     with tempfile.TemporaryDirectory() as tmp:
         args, res = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(args, num_samples=num_samples, seed=seed2, **inputs)
-        proc = subprocess.run([sys.executable, "-c", _CLEAN_SCRIPT, str(out_dir), str(args), str(res)],
+        proc = subprocess.run([sys.executable, "-c", _CLEAN_SCRIPT, str(Path(out_dir).resolve()), str(args), str(res)],
                               capture_output=True, text=True, cwd=tmp,
                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         if proc.returncode != 0:
