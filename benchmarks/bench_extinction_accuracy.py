@@ -38,8 +38,6 @@ Errors are simulator − direct, in mag. Usage:
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import os
 import sys
 import time
@@ -55,18 +53,6 @@ AV_BINS = (0.0, 1.0, 5.0, 10.0, 15.0)
 
 
 # -- inputs -----------------------------------------------------------------------------------------
-def read_table(path: Path):
-    """The ARIADNE BOSZ table as grid_build reads it: (teff, logg, feh), surface F_λ [erg/s/cm²/Å]
-    in every passband of the table, the passband names and the sha256 of the table."""
-    from irisml_tf.physics.grid_build import _read_ariadne
-
-    data, version = _read_ariadne(path)
-    header = data.split(b"\n", 1)[0].decode().lstrip("#").split()
-    table = np.loadtxt(io.BytesIO(data))
-    surface = 4 * np.pi * table[:, 3:] / 1e4  # Eddington flux per µm → surface flux per Å
-    return table[:, :3], surface, header[3:], hashlib.sha256(data).hexdigest(), version
-
-
 class ProxyBank:
     """Proxy spectra of table rows, built on demand (in chunks, as grid_build does) and cached."""
 
@@ -409,7 +395,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ariadne", type=Path, default=None,
                    help="astroariadne wheel or unpacked directory (pip download --no-deps astroariadne==1.5.2); "
-                        "default: $IRISML_ARIADNE or /tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl")
+                        "default: $IRISML_ARIADNE_WHEEL or /tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl")
     p.add_argument("--n", type=int, default=2000, help="stars per part (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--parts", default="abcd", help="which parts to run, any of a, b, c, d (default abcd)")
@@ -421,6 +407,7 @@ def main(argv=None):
     from irisml_tf.physics.bands import BANDS
     from irisml_tf.physics.filters import load_filter, stored_filter
     from irisml_tf.physics.grid import load_grid
+    from irisml_tf.physics.grid_build import read_ariadne_table
     from irisml_tf.physics.prior import Prior
     from irisml_tf.physics.simulator import Simulator
 
@@ -438,10 +425,10 @@ def main(argv=None):
     if not set(args.parts) <= set("abcd") or not args.parts:
         sys.exit("--parts takes any of the letters a, b, c, d")
     # every part needs the ARIADNE table (part c: its passbands)
-    src = args.ariadne or Path(os.environ.get("IRISML_ARIADNE", "/tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl"))
+    src = args.ariadne or Path(os.environ.get("IRISML_ARIADNE_WHEEL", "/tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl"))
     if not src.exists():
         sys.exit(f"{src} not found: pip download --no-deps astroariadne==1.5.2 -d DIR, then --ariadne DIR/<wheel>")
-    params, surface, names, sha, version = read_table(src)
+    params, surface, names, sha, version = read_ariadne_table(src)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table_curves = [load_filter(n) for n in names]

@@ -48,11 +48,8 @@ DUSTAPPROX_NAMES = {
 GAIA_DR3 = {"Gaia_G": "gaiadr3-G", "Gaia_BP": "gaiadr3-BP", "Gaia_RP": "gaiadr3-RP"}  # speclite curves
 
 
-def ours_k(bands, av=AV):
+def ours_k(sim, bands, av=AV):
     """k_b = A_b / A_V from the simulator at the three stars: (3, len(bands)), NaN where masked."""
-    from irisml_tf.physics.simulator import Simulator
-
-    sim = Simulator()
     theta = np.array([[t, g, 0.0, av, RV] for t, g in STARS] + [[t, g, 0.0, 0.0, RV] for t, g in STARS], np.float32)
     mags, mask = (x.numpy() for x in sim(theta))
     idx = [sim.bands.index(b) for b in bands]
@@ -94,19 +91,14 @@ def dustapprox_k(model, a0, teff):
 
 def gaia_passband_effect(ariadne: Path):
     """k(DR3 curve) − k(DR2-revised curve) integrated on our own proxy spectrum of each star."""
-    import io
-
     from irisml_tf.physics.extinction import PROXY_WAVE, band_extinction, proxy_spectra
     from irisml_tf.physics.filters import load_filter, stored_filter
-    from irisml_tf.physics.grid_build import _read_ariadne
+    from irisml_tf.physics.grid_build import read_ariadne_table
 
-    data, _ = _read_ariadne(ariadne)
-    header = data.split(b"\n", 1)[0].decode().lstrip("#").split()
-    table = np.loadtxt(io.BytesIO(data))
-    surface = 4 * np.pi * table[:, 3:] / 1e4
-    curves = [load_filter(n) for n in header[3:]]
-    rows = [int(np.flatnonzero((table[:, 0] == t) & (table[:, 1] == g) & (table[:, 2] == 0.0))[0]) for t, g in STARS]
-    spec = proxy_spectra(table[rows, 0], surface[rows], curves)
+    params, surface, names, _, _ = read_ariadne_table(ariadne)
+    curves = [load_filter(n) for n in names]
+    rows = [int(np.flatnonzero((params[:, 0] == t) & (params[:, 1] == g) & (params[:, 2] == 0.0))[0]) for t, g in STARS]
+    spec = proxy_spectra(params[rows, 0], surface[rows], curves)
     ours = [stored_filter(b) for b in GAIA_DR3]
     dr3 = [load_filter(n) for n in GAIA_DR3.values()]
     k2 = band_extinction(PROXY_WAVE, spec, ours, np.array([AV]), np.array([RV]))[:, :, 0, 0] / AV
@@ -169,7 +161,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ariadne", type=Path, default=None,
                    help="astroariadne wheel: adds the Gaia DR3-vs-DR2 passband check on our proxy spectra "
-                        "(default: $IRISML_ARIADNE or /tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl if present)")
+                        "(default: $IRISML_ARIADNE_WHEEL or /tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl if present)")
     args = p.parse_args(argv)
     try:
         import dustapprox  # noqa: F401  (only to fail early with a clear message)
@@ -177,12 +169,14 @@ def main(argv=None):
         sys.exit("dustapprox is not installed: pip install dustapprox")
     from irisml_tf.physics.extinction import V_WAVELENGTH, f99_curve
     from irisml_tf.physics.filters import stored_filter
+    from irisml_tf.physics.simulator import Simulator
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         models, files, spread = dustapprox_models()
-        k_ours = ours_k(BANDS)
-        src = args.ariadne or Path(os.environ.get("IRISML_ARIADNE", "/tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl"))
+        sim = Simulator()  # shared by both ours_k calls: each Simulator compiles its own graph
+        k_ours = ours_k(sim, BANDS)
+        src = args.ariadne or Path(os.environ.get("IRISML_ARIADNE_WHEEL", "/tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl"))
         passband = gaia_passband_effect(src) if src.exists() else None
         grid_check = dustapprox_grid(models)
 
@@ -257,7 +251,7 @@ def main(argv=None):
     small = 0.05
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        k_small = ours_k(BANDS, small)
+        k_small = ours_k(sim, BANDS, small)
     flat = [j for j, b in enumerate(BANDS) if b in ("SDSS_z", "2MASS_J", "2MASS_H", "2MASS_Ks", "WISE_W1")]
     ratio = np.array([[dustapprox_k(models[DUSTAPPROX_NAMES[BANDS[j]]], small, t) / k_small[s, j]
                        for s, (t, _) in enumerate(STARS)] for j in flat])

@@ -21,17 +21,9 @@ from irisml_tf.physics.bosz import (
     scan_bosz_dir,
     write_bosz_spectrum,
 )
+from irisml_tf.physics.extinction import planck
 
-H, C, K = 6.62607015e-27, 2.99792458e10, 1.380649e-16
 NODES = [(3500.0, 5.0, -2.5), (5750.0, 4.5, -1.5), (9750.0, 4.0, 0.0), (16000.0, 3.0, 0.5)]
-
-
-def planck_flam(wave_aa: np.ndarray, teff: float) -> np.ndarray:
-    """π B_λ(T) in erg/s/cm²/Å: a black body's surface flux, a stand-in for a model atmosphere."""
-    lam = wave_aa * 1e-8
-    with np.errstate(over="ignore"):
-        b = 2 * H * C**2 / lam**5 / np.expm1(H * C / (lam * K * teff))
-    return math.pi * b * 1e-8
 
 
 @pytest.fixture
@@ -98,7 +90,7 @@ def test_names_round_trip(fmt):
 
 
 def test_writer_makes_folders_and_checks_file_names(tmp_path, wave):
-    flam = planck_flam(wave, 5000.0)
+    flam = planck(wave, [5000.0])[0]
     path = write_bosz_spectrum(tmp_path / "new" / "folder", 5000, 4.5, 0.0, wave, flam)
     assert path.parent == tmp_path / "new" / "folder"
     with pytest.raises(ValueError, match="spectrum.txt.gz"):
@@ -118,7 +110,7 @@ def test_writer_makes_folders_and_checks_file_names(tmp_path, wave):
 ])
 def test_round_trip(tmp_path, wave, fmt, resolution, suffix):
     for teff, logg, mh in NODES:
-        flam = planck_flam(wave, teff)
+        flam = planck(wave, [teff])[0]
         if suffix == ".asc.bz2":
             target = tmp_path / bosz_name(teff, logg, mh, fmt=fmt, resolution=resolution).replace(".fits", suffix)
         else:
@@ -134,7 +126,7 @@ def test_round_trip(tmp_path, wave, fmt, resolution, suffix):
 
 
 def test_stored_flux_follows_each_release_convention(tmp_path, wave):
-    flam = planck_flam(wave, 5750.0)
+    flam = planck(wave, [5750.0])[0]
     # 2024 stores the Eddington flux H = F / 4π
     p24 = write_bosz_spectrum(tmp_path, 5750, 4.5, 0.0, wave, flam, fmt="2024")
     with gzip.open(p24, "rt") as f:
@@ -165,7 +157,7 @@ def test_resampled_grid_found_in_archive_layout(tmp_path, wave):
     folder = tmp_path / "r2000" / "m-1.50"
     folder.mkdir(parents=True)
     grid = tmp_path / "wavelength_grids" / "bosz2024_wave_r2000.txt"
-    flam = planck_flam(wave, 4000.0)
+    flam = planck(wave, [4000.0])[0]
     path = write_bosz_spectrum(folder, 4000, 1.5, -1.5, wave, flam, resolution=2000, wave_path=grid)
     assert not (folder / "bosz2024_wave_r2000.txt").exists()
     s = read_bosz_spectrum(path)
@@ -180,7 +172,7 @@ def test_resampled_grid_found_in_archive_layout(tmp_path, wave):
 
 
 def test_negative_flux_is_clipped(tmp_path, wave):
-    flam = planck_flam(wave, 5000.0)
+    flam = planck(wave, [5000.0])[0]
     flam[10:20] = -1e-3
     s = read_bosz_spectrum(write_bosz_spectrum(tmp_path, 5000, 4.5, 0.0, wave, flam))
     assert np.all(s.flam[10:20] == 0) and np.all(s.flam >= 0)
@@ -231,7 +223,7 @@ def test_corrupt_files_raise_naming_the_file(tmp_path, name, content):
 def test_fits_header_must_agree_with_the_name(tmp_path, wave):
     from astropy.io import fits
 
-    path = write_bosz_spectrum(tmp_path, 6000, 4.0, -0.5, wave, planck_flam(wave, 6000.0), fmt="2017")
+    path = write_bosz_spectrum(tmp_path, 6000, 4.0, -0.5, wave, planck(wave, [6000.0])[0], fmt="2017")
     with fits.open(path, mode="update") as hdul:
         hdul[0].header["TEFF"] = 6250.0
     with pytest.raises(BoszFileError, match="TEFF"):
@@ -262,12 +254,12 @@ def _mixed_folder(root, wave):
     (root / "fits").mkdir()
     grid = root / "wavelength_grids" / "bosz2024_wave_r2000.txt"
     for teff, logg, mh, folder in [(5000, 4.5, 0.0, m0), (5250, 4.5, 0.0, m0), (5000, 4.5, -1.5, m15)]:
-        flam = planck_flam(wave, teff)
+        flam = planck(wave, [teff])[0]
         write_bosz_spectrum(folder, teff, logg, mh, wave, flam, resolution=2000, wave_path=grid)
         write_bosz_spectrum(folder, teff, logg, mh, wave, flam, alpha=0.25, resolution=2000, wave_path=grid)
         write_bosz_spectrum(folder, teff, logg, mh, wave, flam, carbon=-0.25, resolution=2000, wave_path=grid)
-    write_bosz_spectrum(root / "fits", 9750, 4.0, 0.0, wave, planck_flam(wave, 9750.0), fmt="2017")
-    write_bosz_spectrum(root / "fits", 9750, 4.0, 0.0, wave, planck_flam(wave, 9750.0), alpha=0.5, fmt="2017")
+    write_bosz_spectrum(root / "fits", 9750, 4.0, 0.0, wave, planck(wave, [9750.0])[0], fmt="2017")
+    write_bosz_spectrum(root / "fits", 9750, 4.0, 0.0, wave, planck(wave, [9750.0])[0], alpha=0.5, fmt="2017")
     (root / "README.txt").write_text("downloaded from MAST")
     (root / "r2000" / "hlsp_bosz_bosz2024_sim_r2000_bulkdl.sh").write_text("curl ...")
     (m0 / "notes.txt.gz").write_bytes(gzip.compress(b"1 2 3\n"))
@@ -295,7 +287,7 @@ def test_scan_mixed_folder(tmp_path, wave):
     got = {(s.teff, s.logg, s.mh): s for s in spectra}
     assert set(got) == set(nodes)
     for (teff, _, _), s in got.items():
-        np.testing.assert_allclose(s.flam, planck_flam(wave, teff), rtol=1e-13)
+        np.testing.assert_allclose(s.flam, planck(wave, [teff])[0], rtol=1e-13)
 
     # alpha-enhanced selection
     enhanced = find_bosz_files(root, alpha=0.25)  # 2024 files only: no mixing warning
@@ -305,7 +297,7 @@ def test_scan_mixed_folder(tmp_path, wave):
 
 
 def test_scan_duplicates_keep_first_with_warning(tmp_path, wave):
-    flam = planck_flam(wave, 7750.0)
+    flam = planck(wave, [7750.0])[0]
     # the 7500–8000 K overlap: ATLAS9 and MARCS files for the same (teff, logg, mh), and two vturb
     write_bosz_spectrum(tmp_path, 7750, 2.0, 0.0, wave, flam, atmosphere="ms")
     write_bosz_spectrum(tmp_path, 7750, 2.0, 0.0, wave, 2 * flam, atmosphere="ap")
@@ -325,20 +317,20 @@ def test_scan_errors(tmp_path, wave):
     (tmp_path / "README.txt").write_text("nothing here")
     with pytest.raises(BoszFileError, match=r"no BOSZ spectra .*0 BOSZ-named"):
         scan_bosz_dir(tmp_path)
-    write_bosz_spectrum(tmp_path, 5000, 4.5, 0.0, wave, planck_flam(wave, 5000.0), alpha=0.25)
+    write_bosz_spectrum(tmp_path, 5000, 4.5, 0.0, wave, planck(wave, [5000.0])[0], alpha=0.25)
     with pytest.raises(BoszFileError, match=r"\[α/M\] = 0.0.*1 BOSZ-named"):
         scan_bosz_dir(tmp_path)
     # a resampled file whose wavelength grid was not downloaded fails up front
     sub = tmp_path / "r500"
     sub.mkdir()
-    write_bosz_spectrum(sub, 5000, 4.5, 0.0, wave, planck_flam(wave, 5000.0), resolution=500)
+    write_bosz_spectrum(sub, 5000, 4.5, 0.0, wave, planck(wave, [5000.0])[0], resolution=500)
     (sub / "bosz2024_wave_r500.txt").unlink()
     with pytest.raises(BoszFileError, match="bosz2024_wave_r500.txt"):
         find_bosz_files(tmp_path)
 
 
 def test_scan_reads_corrupt_file_with_clear_error(tmp_path, wave):
-    write_bosz_spectrum(tmp_path, 5000, 4.5, 0.0, wave, planck_flam(wave, 5000.0))
+    write_bosz_spectrum(tmp_path, 5000, 4.5, 0.0, wave, planck(wave, [5000.0])[0])
     bad = tmp_path / bosz_name(5250, 4.5, 0.0)
     bad.write_bytes(b"\x1f\x8b truncated")
     spectra = scan_bosz_dir(tmp_path)

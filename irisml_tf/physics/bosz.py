@@ -326,9 +326,7 @@ def _read_fits(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
                             header[key] = float(hdr[card])
                         except (TypeError, ValueError):
                             pass  # a keyword of another meaning; the file name decides
-    except BoszFileError:
-        raise
-    except FileNotFoundError:
+    except (BoszFileError, FileNotFoundError):
         raise
     except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
         raise BoszFileError(f"BOSZ file {path} is corrupt or not a FITS table: {e}") from None
@@ -370,12 +368,9 @@ def read_bosz_spectrum(path: str | os.PathLike, wave_file: str | os.PathLike | N
             if key in info and abs(info[key] - value) > 1e-6 * max(1.0, abs(value)):
                 raise BoszFileError(f"BOSZ file {path}: header {_HEADER_KEYS[key]} = {value} "
                                     f"disagrees with the file name ({key} = {info[key]})")
-    elif release == "2017":
-        data = _read_table(path, 3)
-        wave, flux = np.ascontiguousarray(data[:, 0]), data[:, 1]  # don't keep the whole table alive
     elif info["product"] == "lineid":
         raise BoszFileError(f"BOSZ file {path} is a line-identification list, not a spectrum")
-    elif info["product"] == "noresam":
+    elif release == "2017" or info["product"] == "noresam":
         data = _read_table(path, 3)
         wave, flux = np.ascontiguousarray(data[:, 0]), data[:, 1]  # don't keep the whole table alive
     else:
@@ -400,7 +395,7 @@ def read_bosz_spectrum(path: str | os.PathLike, wave_file: str | os.PathLike | N
     if wave.flags.writeable:
         wave.setflags(write=False)
     return BoszSpectrum(teff=float(info["teff"]), logg=float(info["logg"]), mh=float(info["mh"]),
-                        alpha=float(info.get("alpha", 0.0)), wavelength=wave, flam=flam, path=str(path))
+                        alpha=float(info["alpha"]), wavelength=wave, flam=flam, path=str(path))
 
 
 # -- folders ----------------------------------------------------------------------------------

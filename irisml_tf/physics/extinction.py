@@ -47,18 +47,21 @@ def band_extinction(wave: np.ndarray, flam: np.ndarray, curves: list[FilterCurve
     Returns shape (N, len(curves), len(av), len(rv)) in mag. Spectra with zero flux in a band give
     NaN there (the band is invalid for that star).
     """
-    flam = np.atleast_2d(np.asarray(flam, float))
-    av = np.asarray(av, float)
     rv = np.atleast_1d(np.asarray(rv, float))
-    out = np.full((flam.shape[0], len(curves), av.size, rv.size), np.nan)
     k = np.stack([f99_curve(wave, r) for r in rv])  # (R, L)
-    for j, curve in enumerate(curves):
-        w = curve.weights(wave)
+    return _band_extinction(np.atleast_2d(np.asarray(flam, float)), [c.weights(wave) for c in curves],
+                            np.asarray(av, float), k)
+
+
+def _band_extinction(flam: np.ndarray, weights: list[np.ndarray], av: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """band_extinction on precomputed curve weights (each (L,)) and F99 curves k (R, L)."""
+    out = np.full((flam.shape[0], len(weights), av.size, k.shape[0]), np.nan)
+    for j, w in enumerate(weights):
         sel = w > 0
         fw = flam[:, sel] * w[sel]  # (N, Ls)
         f0 = fw.sum(1)
         ok = f0 > 0
-        for r in range(rv.size):
+        for r in range(k.shape[0]):
             att = 10.0 ** (-0.4 * np.outer(av, k[r, sel]))  # (A, Ls)
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[ok, j, :, r] = -2.5 * np.log10((fw[ok] @ att.T) / f0[ok, None])
@@ -69,18 +72,20 @@ def band_k(wave: np.ndarray, flam: np.ndarray, curves: list[FilterCurve],
            av: np.ndarray, rv: np.ndarray) -> np.ndarray:
     """k_b = A_b / A_V on (av, rv) nodes, shape (N, B, A, R); at A_V = 0 its limit, the
     photon-weighted mean of A_λ/A_V over the band."""
+    flam = np.atleast_2d(np.asarray(flam, float))
     av = np.asarray(av, float)
     rv = np.atleast_1d(np.asarray(rv, float))
+    k = np.stack([f99_curve(wave, r) for r in rv])  # (R, L)
+    weights = [c.weights(wave) for c in curves]
     pos = av > 0
-    out = np.empty((np.atleast_2d(flam).shape[0], len(curves), av.size, rv.size))
-    out[:, :, pos] = band_extinction(wave, flam, curves, av[pos], rv) / av[pos, None]
+    out = np.empty((flam.shape[0], len(curves), av.size, rv.size))
+    out[:, :, pos] = _band_extinction(flam, weights, av[pos], k) / av[pos, None]
     if np.any(~pos):
-        flam = np.atleast_2d(np.asarray(flam, float))
-        k = np.stack([f99_curve(wave, r) for r in rv], axis=1)  # (L, R)
-        for j, curve in enumerate(curves):
-            fw = flam * curve.weights(wave)
+        k_lr = np.ascontiguousarray(k.T)  # (L, R), C-ordered as before so the BLAS sums are unchanged
+        for j, w in enumerate(weights):
+            fw = flam * w
             with np.errstate(divide="ignore", invalid="ignore"):
-                out[:, j, ~pos] = ((fw @ k) / fw.sum(1, keepdims=True))[:, None, :]
+                out[:, j, ~pos] = ((fw @ k_lr) / fw.sum(1, keepdims=True))[:, None, :]
     return out
 
 

