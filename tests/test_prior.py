@@ -65,6 +65,13 @@ def test_config_from_yaml(tmp_path, grid):
     assert abs(th[:, 3].mean() - 0.503) < 0.02 and th[:, 4].min() >= 3.0 and th[:, 4].max() <= 3.2
 
 
+def test_config_yaml_reads_exponent_floats(tmp_path):
+    p = tmp_path / "prior.yaml"
+    p.write_text("av: {mean: 1e0, offset: 3E-3}\n")
+    cfg = load_prior_config(p)
+    assert cfg["av"]["mean"] == 1.0 and cfg["av"]["offset"] == 3e-3
+
+
 @pytest.mark.parametrize("cfg, match", [
     ({"teff": {"low": 3000}}, "unknown key `teff`"),
     ({"av": {"scale": 1.0}}, "unknown key `av.scale`"),

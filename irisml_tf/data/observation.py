@@ -151,7 +151,7 @@ class ObservationModel(tf.Module):
         c = self.config
         mags = tf.convert_to_tensor(mags, tf.float32)
         n, nb = tf.shape(mags)[0], len(self.bands)
-        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), 8)
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), 9)
         u = lambda i, shape: tf.random.stateless_uniform(shape, seeds[i])  # noqa: E731
         validf = tf.cast(valid, tf.float32)
         count = tf.maximum(tf.reduce_sum(validf, 1, keepdims=True), 1.0)
@@ -182,7 +182,7 @@ class ObservationModel(tf.Module):
         present = present | (detected & (score >= kth))
         if force_bands is not None:  # evaluation on a fixed band set: no missing-band draws
             present = tf.convert_to_tensor(force_bands, tf.bool)[None, :] & valid
-        noise = tf.random.stateless_normal([n, nb], seeds[0]) * tf.sqrt(tf.square(sigma) + self.sys_floor ** 2)
+        noise = tf.random.stateless_normal([n, nb], seeds[8]) * tf.sqrt(tf.square(sigma) + self.sys_floor ** 2)
         idx = tf.broadcast_to(tf.range(nb, dtype=tf.int32), [n, nb])
         return {"band_index": tf.where(present, idx, -1),
                 "mag": tf.where(present, app + noise, 0.0),

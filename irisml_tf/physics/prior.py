@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-import yaml
+from scipy.special import ndtr
 
+from ..yaml_io import load_yaml
 from .grid import StellarGrid, load_grid
 from .simulator import locate, uniform_index
 
@@ -41,7 +42,7 @@ def load_prior_config(source: str | Path | dict | None = None) -> dict:
     cfg = copy.deepcopy(DEFAULT_PRIOR)
     if source is None:
         return cfg
-    user = source if isinstance(source, dict) else yaml.safe_load(Path(source).read_text()) or {}
+    user = source if isinstance(source, dict) else load_yaml(Path(source).read_text()) or {}
     if "prior" in user and isinstance(user["prior"], dict) and set(user) == {"prior"}:
         user = user["prior"]
     for key, value in user.items():
@@ -83,12 +84,6 @@ def _check(cfg):
             _num({"c": c}, f"c.{k}")
         if c["weight"] <= 0 or c["std"] <= 0:
             raise ValueError(f"prior: `mh.components[{i}]` needs weight > 0 and std > 0")
-
-
-def _ndtr(x):
-    from scipy.special import ndtr
-
-    return ndtr(x)
 
 
 class Prior(tf.Module):
@@ -139,7 +134,6 @@ class Prior(tf.Module):
         self._mh_fine = tf.constant(mh_fine, tf.float32)
         self._mh_cdf = tf.constant(cdf / norm[:, None], tf.float32)
         self._mh_lognorm = tf.constant(np.log(norm), tf.float32)
-        self._mh_has = tf.constant(mh_has)
         self._mix = [(float(cp["weight"] / wsum), float(cp["mean"]), float(cp["std"])) for cp in comps]
         # teff | (logg cell, mh cell): piecewise log-uniform over complete cells
         cum = np.concatenate([np.zeros((1,) + width.shape[1:]), np.cumsum(width, 0)], 0)  # (T, G-1, M-1)
@@ -153,8 +147,8 @@ class Prior(tf.Module):
         self._av_mean = float(c["av"]["mean"])
         self._av_mass = float(1 - np.exp(-(self.av_high - self.av_low) / self._av_mean))
         self._rv = (float(c["rv"]["mean"]), float(c["rv"]["std"]))
-        self._rv_cdf = (float(_ndtr((self.rv_low - self._rv[0]) / self._rv[1])),
-                        float(_ndtr((self.rv_high - self._rv[0]) / self._rv[1])))
+        self._rv_cdf = (float(ndtr((self.rv_low - self._rv[0]) / self._rv[1])),
+                        float(ndtr((self.rv_high - self._rv[0]) / self._rv[1])))
         self._lo, self._hi = tf.constant(self.lower), tf.constant(self.upper)
 
     def _cells(self, theta):

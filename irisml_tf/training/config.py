@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from irisml_tf.yaml_io import load_yaml
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_TRAINING", "SECTIONS", "load_config", "parse_override",
            "apply_overrides", "dump_config", "config_diff", "OPERATIONAL_KEYS"]
@@ -85,7 +86,6 @@ OPERATIONAL_KEYS = frozenset({
 })
 
 _INT32_MAX = 2 ** 31 - 1
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 # -- primitive checks -------------------------------------------------------------------------
@@ -103,15 +103,7 @@ def _int(key, value, lo=None, hi=None):
     return int(value)
 
 
-def _as_float(value):
-    """YAML 1.1 reads `1e-3` as a string; accept such numeric strings as floats."""
-    if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
-        return float(value)
-    return value
-
-
 def _float(key, value, lo=None, hi=None, lo_open=False, hi_open=False):
-    value = _as_float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         _fail(key, f"must be a finite number, got {value!r}")
     value = float(value)
@@ -258,10 +250,10 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ValueError(f"override `{item}`: the key must be section.key[.sub...], e.g. "
                          "training.steps=100")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ValueError(f"override `{item}`: cannot parse the value as YAML ({err})") from None
-    return path, _as_float(value)
+    return path, value
 
 
 def apply_overrides(user: dict, overrides: Iterable[str]) -> dict:
@@ -296,7 +288,7 @@ def load_config(source: str | Path | Mapping | None = None,
     else:
         path = Path(source)
         try:
-            user = yaml.safe_load(path.read_text())
+            user = load_yaml(path.read_text())
         except yaml.YAMLError as err:
             raise ValueError(f"config file {path}: not valid YAML ({err})") from None
         user = user or {}

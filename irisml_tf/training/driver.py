@@ -248,7 +248,6 @@ class _TrainingCallback(keras.callbacks.Callback):
             self.window_norms.append(float(np.asarray(logs["grad_norm"])))
             self.ema = nll if self.ema is None else 0.98 * self.ema + 0.02 * nll
         else:
-            self.run.skipped_this_session += 1
             log.warning("step %d: non-finite loss or gradient, step skipped", self.step)
         step = self.step
         if self.bar is not None:
@@ -300,7 +299,6 @@ class _Run:
         self.progress = progress
         self.announce = announce
         self.stop_request = _StopRequest()
-        self.skipped_this_session = 0
         self.last_train: dict = {}
         self.last_val: dict = {}
         self.val_history: list = []
@@ -312,20 +310,23 @@ class _Run:
         self.validator: Validator | None = None
         self.started = time.time()
         self.callback: _TrainingCallback | None = None
+        # metrics.json of earlier sessions (a resumed run), read once: its history and last values
+        self.previous_metrics: dict = {}
+        path = run_dir / "metrics.json"
+        if path.exists():
+            try:
+                self.previous_metrics = json.loads(path.read_text())
+            except ValueError:
+                pass
 
     def save_checkpoint(self, step: int):
-        if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(f"-{step}"):
-            return
         path = self.manager.save(checkpoint_number=step)
         log.info("checkpoint %s", path)
 
     def validate(self, step: int):
         t0 = time.perf_counter()
-        res = self.validator.evaluate(self.session.posterior, figures=True)
-        figures = res.pop("figures", {})
-        if not figures and not getattr(self, "_warned_figures", False):
-            log.warning("matplotlib is not installed: no images in TensorBoard")
-            self._warned_figures = True
+        res = self.validator.evaluate(self.session.posterior)
+        figures = res.pop("figures")
         with self.writer.as_default(step=step):
             tf.summary.scalar("val/nll", res["nll"])
             for p, v in res["rmse"].items():
@@ -338,7 +339,6 @@ class _Run:
             for name, image in figures.items():
                 tf.summary.image(f"val/{name}", image, step=step)
         self.writer.flush()
-        res.pop("calibration_curve", None)
         self.last_val = dict(res, step=step, seconds=time.perf_counter() - t0)
         self.val_history.append({"step": step, "nll": res["nll"],
                                  "calibration_error": res["calibration_error"],
@@ -369,25 +369,22 @@ class _Run:
             "validation_history": self.val_history,
         }
 
-    def write_metrics(self, status: str, step: int):
+    def write_metrics(self, status: str, step: int) -> dict:
+        """Write metrics.json; returns the dict written."""
         path = self.run_dir / "metrics.json"
-        old = {}
-        if path.exists():
-            try:
-                old = json.loads(path.read_text())
-            except ValueError:
-                old = {}
+        old = self.previous_metrics
         new = self.metrics(status, step)
         # keep the history of earlier sessions of a resumed run
         hist = [h for h in old.get("validation_history", []) if h["step"] < (
             self.callback.start_step if self.callback else step)]
-        new["validation_history"] = hist + [h for h in new["validation_history"]]
+        new["validation_history"] = hist + new["validation_history"]
         for key in ("validation", "train", "steps_per_sec", "examples_per_sec"):
             if not new[key] and old.get(key):  # nothing new this session: keep the last values
                 new[key] = old[key]
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(new, indent=2))
         os.replace(tmp, path)
+        return new
 
 
 # -- run directory ----------------------------------------------------------------------------
@@ -485,9 +482,7 @@ def train(config: Mapping | str | Path | None, run_dir: str | Path, *, resume: b
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"`max_steps` must be >= 1, got {max_steps}")
     try:
-        if not resume:
-            config = load_config(config, overrides)
-        elif config is not None:
+        if not resume or config is not None:
             config = load_config(config, overrides)
         elif overrides and (run_dir / "config.yaml").exists():
             config = load_config(run_dir / "config.yaml", overrides)
@@ -536,11 +531,9 @@ def train(config: Mapping | str | Path | None, run_dir: str | Path, *, resume: b
     if step != callback.step:
         raise RuntimeError(f"internal: global step {step} != callback step {callback.step}")
     status = "completed" if step >= t["steps"] else "interrupted"
-    if status == "completed":
-        run.save_checkpoint(step)
+    if status == "completed":  # the callback has checkpointed the last step
         session.posterior.save_weights(str(run_dir / "final.weights.h5"))
-    run.write_metrics(status, step)
-    result = json.loads((run_dir / "metrics.json").read_text())
+    result = run.write_metrics(status, step)
     result["losses"] = callback.losses
     result["interrupted_by"] = callback.interrupted
     return result

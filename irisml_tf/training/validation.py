@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from irisml_tf import plots
-from irisml_tf.inference.metrics import coverage, max_abs_deviation, point_errors
+from irisml_tf.inference.metrics import coverage_from_pit, max_abs_deviation, pit, point_errors
 from irisml_tf.model.transform import PARAM_NAMES
 
 __all__ = ["Validator", "calibration_figure", "figure_to_image"]
@@ -32,8 +32,6 @@ __all__ = ["Validator", "calibration_figure", "figure_to_image"]
 #: nominal levels of the calibration curves drawn in the figure
 CURVE_LEVELS = np.round(np.linspace(0.05, 0.95, 19), 2)
 _INPUTS = ("band_index", "mag", "mag_err")
-
-
 
 
 class Validator:
@@ -116,27 +114,24 @@ class Validator:
         return sample(x["band_index"], x["mag"], x["mag_err"],
                       tf.constant([self.seed, -1], tf.int32)).numpy()[0]
 
-    def evaluate(self, model, figures: bool = False) -> dict:
-        """All metrics as plain Python values (plus ``figures`` as PNG-decoded arrays if asked)."""
+    def evaluate(self, model) -> dict:
+        """All metrics as plain Python values, plus ``figures`` as PNG-decoded arrays."""
         truth = self.arrays["theta"][:self.num_stars].astype(np.float64)
         draws = self.posterior_samples(model).astype(np.float64)
         rmse = point_errors(np.median(draws, axis=1), truth)["rmse"]
-        cov = coverage(draws, truth, self.levels)
-        curve = coverage(draws, truth, CURVE_LEVELS)
+        u = pit(draws, truth)
+        cov = coverage_from_pit(u, self.levels)[0]
+        curve = coverage_from_pit(u, CURVE_LEVELS)[0]
         result = {
             "nll": self.nll(model),
             "rmse": {p: float(r) for p, r in zip(PARAM_NAMES, rmse)},
             "coverage": {f"{a:g}": {p: float(c) for p, c in zip(PARAM_NAMES, row)}
                          for a, row in zip(self.levels, cov)},
             "calibration_error": float(np.max(max_abs_deviation(cov, self.levels))),
-            "calibration_curve": {"levels": CURVE_LEVELS.tolist(),
-                                  "coverage": curve.tolist()},
         }
-        if figures:
-            result["figures"] = {}
-            result["figures"]["calibration_curves"] = figure_to_image(calibration_figure(CURVE_LEVELS, curve))
-            fig = plots.corner_comparison({"flow": (self.corner_draws(model), None)}, self.arrays["theta"][0])
-            result["figures"]["corner"] = figure_to_image(fig, dpi=64)
+        corner = plots.corner_comparison({"flow": (self.corner_draws(model), None)}, self.arrays["theta"][0])
+        result["figures"] = {"calibration_curves": figure_to_image(calibration_figure(CURVE_LEVELS, curve)),
+                             "corner": figure_to_image(corner, dpi=64)}
         return result
 
 
