@@ -80,8 +80,10 @@ def chi2_pvalue(chi2, dof):
     return tf.where(ok, p, 1.0)
 
 
-def leave_one_band_out(terms: LikelihoodTerms, best, band_index, threshold=25.0, min_bands=3,
-                       min_fraction=0.5):
+def leave_one_band_out(terms: LikelihoodTerms, best, band_index,
+                       threshold=DEFAULT_FLAG_OPTIONS["outlier_delta_chi2"],
+                       min_bands=DEFAULT_FLAG_OPTIONS["min_outlier_bands"],
+                       min_fraction=DEFAULT_FLAG_OPTIONS["outlier_min_fraction"]):
     """Leave-one-band-out test at the sample ``best`` [B] of each row (see the module docstring).
 
     Returns (outlier_band int32 [B]: band index or −1, delta_chi2 float32 [B, K]: χ² drop when
@@ -103,8 +105,8 @@ def leave_one_band_out(terms: LikelihoodTerms, best, band_index, threshold=25.0,
     return tf.where(hit, band, -1), delta
 
 
-def edge_fraction(samples, weights, lower, upper, margin=0.02, dims: Sequence[int] = (0, 1, 2),
-                  log_dims: Sequence[int] = (0,)):
+def edge_fraction(samples, weights, lower, upper, margin=DEFAULT_FLAG_OPTIONS["edge_margin"],
+                  dims: Sequence[int] = DEFAULT_FLAG_OPTIONS["edge_dims"], log_dims: Sequence[int] = (0,)):
     """Weighted fraction [B] of samples within ``margin`` (a fraction of the range; log range
     for ``log_dims``) of the box [lower, upper] in ``dims``. Rows without weight give 0."""
     samples = tf.convert_to_tensor(samples, tf.float32)
@@ -125,10 +127,7 @@ def edge_fraction(samples, weights, lower, upper, margin=0.02, dims: Sequence[in
 
 
 def compute_flags(terms: LikelihoodTerms, band_index, samples, weights, log_prior, efficiency,
-                  khat, lower, upper, *, min_efficiency=0.01, max_khat=0.7, chi2_pvalue_threshold=1e-3,
-                  outlier_delta_chi2=25.0, min_outlier_bands=3, outlier_min_fraction=0.5,
-                  edge_margin=0.02,
-                  edge_dims=(0, 1, 2), max_edge_fraction=0.5, max_unsupported_fraction=0.5) -> dict:
+                  khat, lower, upper, **options) -> dict:
     """All flags for one batch.
 
     Args:
@@ -136,7 +135,7 @@ def compute_flags(terms: LikelihoodTerms, band_index, samples, weights, log_prio
       samples: θ [B, N, 5]; weights: normalised importance weights [B, N];
       log_prior: [B, N]; efficiency, khat: [B];
       lower, upper: the prior box (5 entries each).
-      The rest: thresholds, see the module docstring and :data:`DEFAULT_FLAG_OPTIONS`.
+      options: overrides of :data:`DEFAULT_FLAG_OPTIONS` (thresholds; module docstring).
 
     Returns dict of [B] tensors: the bool flags (``outside_grid``, ``low_efficiency``,
     ``high_khat``, ``bad_chi2``, ``outlier``, ``no_weight``), ``bits`` int32, ``outlier_band``
@@ -144,23 +143,27 @@ def compute_flags(terms: LikelihoodTerms, band_index, samples, weights, log_prio
     ``n_bands`` int32, ``edge_fraction``, ``unsupported_fraction``, ``best_index`` int32,
     ``max_delta_chi2`` (largest leave-one-band-out χ² drop).
     """
+    unknown = sorted(set(options) - set(DEFAULT_FLAG_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown flag option(s) {unknown}; known: {', '.join(DEFAULT_FLAG_OPTIONS)}")
+    o = {**DEFAULT_FLAG_OPTIONS, **options}
     best = best_sample_index(terms.log_lik)
     chi2_best = tf.gather(terms.chi2, best[:, None], batch_dims=1)[:, 0]
     mu_best = tf.gather(terms.mu, best[:, None], batch_dims=1)[:, 0]
     pval = chi2_pvalue(chi2_best, terms.n_bands - 1)
-    outlier_band, delta = leave_one_band_out(terms, best, band_index, outlier_delta_chi2,
-                                             min_outlier_bands, outlier_min_fraction)
+    outlier_band, delta = leave_one_band_out(terms, best, band_index, o["outlier_delta_chi2"],
+                                             o["min_outlier_bands"], o["outlier_min_fraction"])
     weights = tf.convert_to_tensor(weights, tf.float32)
     total = tf.reduce_sum(weights, axis=-1)
     no_weight = ~(total > 0)
-    edge = edge_fraction(samples, weights, lower, upper, edge_margin, edge_dims)
+    edge = edge_fraction(samples, weights, lower, upper, o["edge_margin"], o["edge_dims"])
     unsupported = ~(terms.supported & tf.math.is_finite(log_prior))
     unsup_frac = tf.reduce_mean(tf.cast(unsupported, tf.float32), axis=-1)
     flags = {
-        "outside_grid": (edge > max_edge_fraction) | (unsup_frac > max_unsupported_fraction),
-        "low_efficiency": tf.convert_to_tensor(efficiency, tf.float32) < min_efficiency,
-        "high_khat": tf.convert_to_tensor(khat, tf.float32) > max_khat,
-        "bad_chi2": pval < chi2_pvalue_threshold,
+        "outside_grid": (edge > o["max_edge_fraction"]) | (unsup_frac > o["max_unsupported_fraction"]),
+        "low_efficiency": tf.convert_to_tensor(efficiency, tf.float32) < o["min_efficiency"],
+        "high_khat": tf.convert_to_tensor(khat, tf.float32) > o["max_khat"],
+        "bad_chi2": pval < o["chi2_pvalue_threshold"],
         "outlier": outlier_band >= 0,
         "no_weight": no_weight,
     }

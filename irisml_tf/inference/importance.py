@@ -16,10 +16,10 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
-from irisml_tf.inference.flags import DEFAULT_FLAG_OPTIONS, compute_flags
-from irisml_tf.inference.likelihood import default_sys_floor, likelihood_terms, unpack_inputs
+from irisml_tf.inference.flags import compute_flags
+from irisml_tf.inference.likelihood import default_sys_floor, log_likelihood_theta, unpack_inputs
 from irisml_tf.inference.psis import psis
-from irisml_tf.inference.summaries import DEFAULT_QUANTILES, summarize
+from irisml_tf.inference.summaries import summarize
 
 __all__ = ["importance_weights", "effective_sample_size", "resample", "run_importance_sampling"]
 
@@ -113,9 +113,7 @@ def resample(samples, weights, num_draws, seed, method: str = "systematic"):
 
 
 def run_importance_sampling(model, simulator, prior, inputs: Mapping, num_samples, seed,
-                            sys_floor=None, *, num_resample=None, resample_method="systematic",
-                            smooth_weights: bool = False, with_unweighted: bool = True,
-                            quantiles=DEFAULT_QUANTILES, flag_options: Mapping | None = None) -> dict:
+                            sys_floor=None, *, num_resample=None) -> dict:
     """Posterior samples, importance weights, diagnostics, summaries and flags for a batch.
 
     Args:
@@ -126,13 +124,8 @@ def run_importance_sampling(model, simulator, prior, inputs: Mapping, num_sample
       num_samples: N, int or scalar int32 tensor. seed: stateless int32 [2].
       sys_floor: the training's systematic floor (mag); None = the default observation model's.
       num_resample: also draw this many unweighted samples per star (None = no resampling).
-      smooth_weights: use the PSIS-smoothed weights for ESS, summaries and resampling
-        (default: the raw weights, as Dax+2023; k̂ is reported either way).
-      with_unweighted: also the unweighted ("before importance sampling") summaries ``q_*``
-        (one more sort of the samples).
-      quantiles: levels of median, p16, p84.
-      flag_options: overrides of :data:`~irisml_tf.inference.flags.DEFAULT_FLAG_OPTIONS`.
 
+    The weights are the raw importance weights (as Dax+2023); k̂ (PSIS) says how far to trust them.
     Returns dict of tensors: samples [B, N, 5], log_q, log_prior, log_lik, log_weights,
     weights [B, N]; ess, efficiency, khat, log_evidence [B]; the weighted summaries
     ``median, p16, p84, mean, std`` [B, 5] and the unweighted ones as ``q_median`` … ``q_std``;
@@ -140,49 +133,30 @@ def run_importance_sampling(model, simulator, prior, inputs: Mapping, num_sample
     ``outlier_band``, ``chi2``, ``chi2_pvalue``, ``mu``, ``n_bands``, the bools …); and with
     ``num_resample``: ``resampled`` [B, num_resample, 5].
     """
-    options = dict(DEFAULT_FLAG_OPTIONS)
-    for key, value in dict(flag_options or {}).items():
-        if key not in options:
-            raise ValueError(f"`flag_options`: unknown key `{key}`; known: {', '.join(options)}")
-        options[key] = value
     if sys_floor is None:
         sys_floor = default_sys_floor()
     band_index, mag, mag_err = unpack_inputs(inputs)
-    band_index = tf.cast(band_index, tf.int32)
-    mag = tf.cast(mag, tf.float32)
-    mag_err = tf.cast(mag_err, tf.float32)
-    seed = tf.cast(seed, tf.int32)
-    seeds = tf.random.experimental.stateless_split(seed, 2)
-    num_samples = tf.cast(num_samples, tf.int32)
+    inputs = {"band_index": tf.cast(band_index, tf.int32), "mag": tf.cast(mag, tf.float32),
+              "mag_err": tf.cast(mag_err, tf.float32)}
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), 2)
 
-    samples, log_q = model.sample_and_log_prob(num_samples, band_index, mag, mag_err, seed=seeds[0])
-    shape = tf.shape(samples)
-    flat = tf.reshape(samples, [-1, 5])
-    log_prior = tf.reshape(prior.log_prob(flat), shape[:2])
-    mags, valid = simulator(flat)
-    nb = tf.shape(mags)[-1]
-    mags = tf.reshape(mags, tf.stack([shape[0], shape[1], nb]))
-    valid = tf.reshape(valid, tf.stack([shape[0], shape[1], nb]))
-    terms = likelihood_terms(mags, valid, band_index, mag, mag_err, sys_floor)
+    samples, log_q = model.sample_and_log_prob(tf.cast(num_samples, tf.int32), inputs["band_index"],
+                                               inputs["mag"], inputs["mag_err"], seed=seeds[0])
+    log_prior = tf.reshape(prior.log_prob(tf.reshape(samples, [-1, 5])), tf.shape(log_q))
+    terms = log_likelihood_theta(simulator, samples, inputs, sys_floor, return_terms=True)
 
     iw = importance_weights(terms.log_lik, log_prior, log_q, with_khat=True)
     weights = iw["weights"]
-    if smooth_weights:
-        weights = tf.exp(iw["psis_log_weights"])
-        ess = effective_sample_size(weights)
-        iw = dict(iw, weights=weights, ess=ess, efficiency=ess / tf.cast(shape[1], tf.float32))
-
     out = {"samples": samples, "log_q": log_q, "log_prior": log_prior, "log_lik": terms.log_lik,
            "log_weights": iw["log_weights"], "weights": weights, "ess": iw["ess"],
            "efficiency": iw["efficiency"], "khat": iw["khat"], "log_evidence": iw["log_evidence"]}
-    out.update(summarize(samples, weights, quantiles))
-    if with_unweighted:
-        out.update({f"q_{k}": v for k, v in summarize(samples, None, quantiles).items()})
+    out.update(summarize(samples, weights))
+    out.update({f"q_{k}": v for k, v in summarize(samples, None).items()})
 
-    flags = compute_flags(terms, band_index, samples, weights, log_prior, iw["efficiency"],
-                          iw["khat"], prior.lower, prior.upper, **options)
+    flags = compute_flags(terms, inputs["band_index"], samples, weights, log_prior, iw["efficiency"],
+                          iw["khat"], prior.lower, prior.upper)
     out["flag_bits"] = flags.pop("bits")
     out.update(flags)
     if num_resample is not None:
-        out["resampled"], _ = resample(samples, weights, num_resample, seeds[1], resample_method)
+        out["resampled"], _ = resample(samples, weights, num_resample, seeds[1])
     return out

@@ -63,9 +63,9 @@ class LikelihoodTerms(NamedTuple):
 
 def default_sys_floor() -> float:
     """The systematic floor of the default observation model (the one place it is defined)."""
-    from irisml_tf.data.observation import ObservationModel
+    from irisml_tf.data.observation import DEFAULT_OBSERVATION
 
-    return ObservationModel().sys_floor
+    return float(DEFAULT_OBSERVATION["sys_floor"])
 
 
 def gather_bands(model_values, band_index):

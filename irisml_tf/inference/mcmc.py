@@ -63,18 +63,17 @@ class LogPosterior:
         return out.numpy().astype(np.float64)
 
 
-_CACHE: dict[tuple, LogPosterior] = {}
+_LAST: list[LogPosterior] = []  # the last one built: stars of a catalogue share its trace
 
 
 def log_posterior(simulator, prior, sys_floor: float | None = None) -> LogPosterior:
-    """The (cached) :class:`LogPosterior` of this simulator, prior and systematic floor."""
+    """The :class:`LogPosterior` of this simulator, prior and systematic floor (reused while they
+    stay the same)."""
     sys_floor = default_sys_floor() if sys_floor is None else float(sys_floor)
-    key = (id(simulator), id(prior), sys_floor)
-    hit = _CACHE.get(key)
-    # the cache holds the objects, so an id is never reused while its entry lives
-    if hit is None or hit.simulator is not simulator or hit.prior is not prior:
-        hit = _CACHE[key] = LogPosterior(simulator, prior, sys_floor)
-    return hit
+    last = _LAST[0] if _LAST else None
+    if last is None or last.simulator is not simulator or last.prior is not prior or last.sys_floor != sys_floor:
+        _LAST[:] = [LogPosterior(simulator, prior, sys_floor)]
+    return _LAST[0]
 
 
 @dataclass
