@@ -3,7 +3,8 @@
     python benchmarks/bench_infer.py                       # the shipped model, 1000 samples/star
     python benchmarks/bench_infer.py --model DIR --stars 64 --samples 1000 --repeats 5
 
-Two paths on the same simulated stars (the model's own prior and observation model, seed fixed):
+Two paths on the same simulated stars (`evaluate`'s test stars, band set "random": the model's
+own prior and observation model, seed fixed):
   library     run_importance_sampling in a tf.function (XLA simulator), the model rebuilt from
               the export's assets/run (the same weights);
   savedmodel  the exported signature through tf.saved_model.load (ExportedModel.run), as
@@ -33,23 +34,17 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from irisml_tf.data.observation import ObservationModel
-    from irisml_tf.data.stream import SimulationStream
+    from irisml_tf.evaluate import simulate_test_sets
     from irisml_tf.inference.importance import run_importance_sampling
-    from irisml_tf.physics.prior import Prior
-    from irisml_tf.physics.simulator import Simulator
     from irisml_tf.serving import load_model
     from irisml_tf.training.driver import load_posterior
 
     model = load_model(args.model)
-    config = model.meta["config"]
-    sim = Simulator()
-    prior = Prior(config["prior"], sim.grid)
-    obs = ObservationModel(config["observation"], bands=sim.bands)
-    stars = SimulationStream(prior, sim, obs, args.stars, args.seed).validation_set(args.stars, args.seed)
-    inputs = {k: stars[k] for k in ("band_index", "mag", "mag_err")}
+    sim, prior = model.physics()
+    _, sets = simulate_test_sets(sim, prior, model.observation, args.stars, args.seed, ["random"])
+    inputs = sets["random"]
     posterior = load_posterior(model.run_dir)
-    sys_floor = model.meta["sys_floor"]
+    sys_floor = model.observation["sys_floor"]
 
     @tf.function(reduce_retracing=True)
     def library(band_index, mag, mag_err, seed):

@@ -34,28 +34,26 @@ def main() -> None:
     import numpy as np
 
     from irisml_tf.evaluate import simulate_test_sets
+    from irisml_tf.inference import metrics as M
     from irisml_tf.inference.mcmc import npe_init, run_mcmc
-    from irisml_tf.physics.prior import Prior
-    from irisml_tf.physics.simulator import PARAM_NAMES, Simulator
+    from irisml_tf.physics.simulator import PARAM_NAMES
     from irisml_tf.serving import load_model
 
     model = load_model(args.model)
-    config = model.meta["config"]
-    theta, sets = simulate_test_sets(config, args.stars, args.seed, [args.band_set])
+    sim, prior = model.physics()
+    theta, sets = simulate_test_sets(sim, prior, model.observation, args.stars, args.seed, [args.band_set])
     x = sets[args.band_set]
-    sim = Simulator()
-    prior = Prior(config["prior"], sim.grid)
     npe = model.run(x["band_index"], x["mag"], x["mag_err"], args.samples, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     med, std, taus, t0 = [], [], [], time.perf_counter()
     print(f"{args.stars} stars, band set {args.band_set}, emcee 32 walkers × {args.steps} steps "
-          f"(burn {args.burn}), model {model.path} (step {model.meta['training'].get('step')})")
+          f"(burn {args.burn}), model {model.path} (step {model.meta['training']['step']})")
     for i in range(args.stars):
         keep = x["band_index"][i] >= 0
         init = npe_init(npe["samples"][i], npe["weights"][i], 32, rng)
         res = run_mcmc(sim, prior, x["band_index"][i][keep], x["mag"][i][keep], x["mag_err"][i][keep],
-                       model.meta["sys_floor"], nsteps=args.steps, burn=args.burn, seed=[args.seed, i],
-                       init=init)
+                       model.observation["sys_floor"], nsteps=args.steps, burn=args.burn,
+                       seed=[args.seed, i], init=init)
         med.append(np.median(res.samples, axis=0))
         std.append(res.samples.std(axis=0))
         taus.append(float(np.max(res.tau)))
@@ -64,20 +62,16 @@ def main() -> None:
               f"max τ {taus[-1]:.0f}, model IS efficiency {npe['efficiency'][i]:.3f}")
     med, std = np.array(med), np.array(std)
 
-    def rmse(est):
-        return np.sqrt(np.nanmean((est - theta) ** 2, axis=0))
-
-    rows = {"exact posterior (emcee) median": rmse(med),
-            "root mean exact posterior variance": np.sqrt(np.mean(std ** 2, axis=0)),
-            "model, flow draws (before IS) median": rmse(npe["q_median"]),
-            "model, after IS median": rmse(npe["median"])}
+    rows = {"exact posterior (emcee) median": med, "model, flow draws (before IS) median": npe["q_median"],
+            "model, after IS median": npe["median"]}
     print(f"\nRMSE over {args.stars} stars ({time.perf_counter() - t0:.0f} s; median max τ "
           f"{np.median(taus):.0f} steps):")
     print(f"{'':40s}" + "".join(f"{p:>10s}" for p in PARAM_NAMES) + f"{'teff/teff':>11s}")
-    for name, r in rows.items():
-        rel = (np.sqrt(np.nanmean(((med if 'emcee' in name else npe['median' if 'after' in name else 'q_median'])[:, 0]
-                                    / theta[:, 0] - 1) ** 2)) if "variance" not in name else float("nan"))
-        print(f"{name:40s}" + "".join(f"{v:10.3f}" for v in r) + f"{rel:11.4f}")
+    for name, est in rows.items():
+        print(f"{name:40s}" + "".join(f"{v:10.3f}" for v in M.point_errors(est, theta)["rmse"])
+              + f"{M.relative_rmse(est[:, 0], theta[:, 0]):11.4f}")
+    print(f"{'root mean exact posterior variance':40s}"
+          + "".join(f"{v:10.3f}" for v in np.sqrt(np.mean(std ** 2, axis=0))))
 
 
 if __name__ == "__main__":

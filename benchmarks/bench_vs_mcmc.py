@@ -2,9 +2,9 @@
 
     python benchmarks/bench_vs_mcmc.py [--model DIR] [--stars 20] [--seed 0] [--bands gwm|all] [--quick]
 
-Stars: drawn from the model's prior, simulated by THE simulator and observed through the model's
-observation model (its depth-based errors and noise) in a fixed band set: by default the realistic
-Gaia G/BP/RP + 2MASS J/H/Ks + WISE W1/W2 (8 bands), or all 25 with ``--bands all``.
+Stars: `irisml-tf evaluate`'s test stars (:func:`irisml_tf.evaluate.simulate_test_sets`: the
+model's prior, THE simulator, the model's observation model) in a fixed band set: by default the
+realistic Gaia G/BP/RP + 2MASS J/H/Ks + WISE W1/W2 (8 bands), or all 25 with ``--bands all``.
 
 NPE + IS: one batched ``model.run`` for all stars (as a catalogue is run), with N samples per star
 chosen from a pilot run's efficiency so that every star reaches ESS ≥ target (N capped at the
@@ -28,35 +28,6 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-GWM_BANDS = ("Gaia_G", "Gaia_BP", "Gaia_RP", "2MASS_J", "2MASS_H", "2MASS_Ks", "WISE_W1", "WISE_W2")
-
-
-def simulate_stars(model, n: int, seed: int, bands):
-    """θ [n, 5] and the observed star arrays (band_index, mag, mag_err) [n, K], compact (no pads
-    before observed slots), from the model's prior and observation config."""
-    import numpy as np
-    import tensorflow as tf
-
-    from irisml_tf.data.observation import ObservationModel
-    from irisml_tf.physics.grid import load_grid
-    from irisml_tf.physics.prior import Prior
-    from irisml_tf.physics.simulator import Simulator
-
-    cfg = model.meta["config"]
-    grid = load_grid()
-    sim, prior = Simulator(grid), Prior(cfg["prior"], grid)
-    obs = ObservationModel(cfg["observation"], bands=sim.bands)
-    theta = prior.sample(n, tf.constant([seed, 11], tf.int32))
-    mags, valid = sim(theta)
-    force = np.isin(np.array(sim.bands), bands)
-    out = obs(mags, valid, tf.constant([seed, 12], tf.int32), force_bands=tf.constant(force))
-    bi, mag, err = (out[k].numpy() for k in ("band_index", "mag", "mag_err"))
-    order = np.argsort(bi < 0, axis=1, kind="stable")  # observed slots first, band order kept
-    k = int((bi >= 0).sum(1).max())
-    take = lambda a: np.take_along_axis(a, order, 1)[:, :k]  # noqa: E731
-    return theta.numpy(), take(bi), take(mag), take(err), sim, prior
-
 
 def time_npe(model, bi, mag, err, target_ess: float, seed: int, reps: int = 5):
     """Pick N from a pilot run, then the median batch time of ``reps`` calls: (N, seconds, out)."""
@@ -91,17 +62,20 @@ def main(argv=None) -> None:
 
     import numpy as np
 
+    from irisml_tf.evaluate import BAND_SETS, simulate_test_sets
     from irisml_tf.inference.mcmc import compare_to_npe, run_mcmc
-    from irisml_tf.physics.bands import BAND_NAMES
-    from irisml_tf.serving import default_model_path, load_model
+    from irisml_tf.serving import load_model
 
     stars, target, burn = args.stars, args.target_ess, 500
     if args.quick:
         stars, target, burn = min(stars, 3), 200.0, 200
-    model = load_model(args.model or default_model_path())
-    bands = BAND_NAMES if args.bands == "all" else GWM_BANDS
-    theta, bi, mag, err, sim, prior = simulate_stars(model, stars, args.seed, bands)
-    sys_floor = float(model.meta["sys_floor"])
+    model = load_model(args.model)
+    band_set = "all" if args.bands == "all" else "gaia_2mass_wise"
+    bands = BAND_SETS[band_set]
+    sim, prior = model.physics()
+    theta, sets = simulate_test_sets(sim, prior, model.observation, stars, args.seed, [band_set])
+    bi, mag, err = (sets[band_set][k] for k in ("band_index", "mag", "mag_err"))
+    sys_floor = model.observation["sys_floor"]
     print(f"model {model.path}; {stars} stars from its prior, bands: {', '.join(bands)} "
           f"(observed: {int((bi >= 0).sum(1).min())}–{int((bi >= 0).sum(1).max())} per star); "
           f"target ESS {target:g}; cores {os.cpu_count()}")

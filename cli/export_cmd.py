@@ -44,7 +44,7 @@ def export(run_dir, out_dir, max_samples, weights, overwrite, check) -> None:
     size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
     click.echo(f"wrote {out_dir} ({size / 1e6:.1f} MB)")
     if check:
-        result = check_export(out_dir, run_dir)
+        result = check_export(out_dir)
         worst = max(result["max_abs_diff"].items(), key=lambda kv: kv[1])
         if not result["ok"]:
             raise click.ClickException(f"the clean-process check failed: {json.dumps(result)}")

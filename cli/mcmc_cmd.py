@@ -109,9 +109,7 @@ def mcmc(catalog, rows_spec, out, model_dir, no_npe, walkers, steps, burn, init_
     from irisml_tf.catalog import TABLE_FORMATS, read_table, write_table
     from irisml_tf.columns import DEFAULT_ERR, match_columns, prepare_rows
     from irisml_tf.data.observation import load_observation_config
-    from irisml_tf.inference.likelihood import default_sys_floor
     from irisml_tf.inference.mcmc import npe_init, result_columns, run_mcmc
-    from irisml_tf.physics.grid import load_grid
     from irisml_tf.physics.prior import Prior
     from irisml_tf.physics.simulator import PARAM_NAMES, Simulator
 
@@ -141,16 +139,15 @@ def mcmc(catalog, rows_spec, out, model_dir, no_npe, walkers, steps, burn, init_
     model = _load_model(model_dir, no_npe)
     if init_from == "npe" and model is None:
         raise click.UsageError("--init npe needs a model: give --model DIR")
-    grid = load_grid()
-    sim = Simulator(grid)
-    config = model.meta["config"] if model is not None else {}
-    if model is not None and tuple(model.bands) != tuple(sim.bands):
-        raise click.ClickException(f"the model's bands {model.bands} differ from the simulator's grid "
-                                   f"{sim.bands}: it was trained on another grid")
-    prior = Prior(config.get("prior"), grid)
-    obs = load_observation_config(config.get("observation"))
-    sys_floor = float(model.meta["sys_floor"]) if model is not None else default_sys_floor()
-    min_bands = int(model.meta["min_bands"]) if model is not None else int(obs["min_bands"])
+    if model is not None:  # the model's simulator, prior and observation model
+        try:
+            sim, prior = model.physics()
+        except ValueError as err:
+            raise click.ClickException(str(err)) from None
+        obs = model.observation
+    else:
+        sim = Simulator()
+        prior, obs = Prior(grid=sim.grid), load_observation_config()
 
     match = match_columns(df.columns)
     if not match.bands:
@@ -159,7 +156,7 @@ def mcmc(catalog, rows_spec, out, model_dir, no_npe, walkers, steps, burn, init_
     click.echo(match.report(), err=True)
     sub = df.iloc[rows].reset_index(drop=True)
     try:
-        prep = prepare_rows(sub, match, bands=sim.bands, min_bands=max(min_bands, 2),
+        prep = prepare_rows(sub, match, bands=sim.bands, min_bands=max(obs["min_bands"], 2),
                             err_min=obs["err_min"], err_max=obs["err_max"],
                             default_err=DEFAULT_ERR if default_err is None else default_err)
     except ValueError as err:
@@ -168,8 +165,9 @@ def mcmc(catalog, rows_spec, out, model_dir, no_npe, walkers, steps, burn, init_
 
     records, kept, arrays = [], [], {"mcmc_samples": [], "npe_samples": [], "npe_weights": []}
     single = len(rows) == 1
+    status = prep.status
     for i, row in enumerate(tqdm(rows, desc="mcmc", unit="star", disable=single)):
-        rec = {"row": row, "status": prep.status[i], "n_bands": int(prep.n_bands[i])}
+        rec = {"row": row, "status": status[i], "n_bands": int(prep.n_bands[i])}
         if prep.skip[i]:
             records.append(rec)
             continue
@@ -185,7 +183,7 @@ def mcmc(catalog, rows_spec, out, model_dir, no_npe, walkers, steps, burn, init_
             if init is None:
                 rec["status"] += ";mcmc_init:prior(npe_weights_too_few)"
         try:
-            res = run_mcmc(sim, prior, bi, mag, err, sys_floor, nwalkers=walkers, nsteps=steps, burn=burn,
+            res = run_mcmc(sim, prior, bi, mag, err, obs["sys_floor"], nwalkers=walkers, nsteps=steps, burn=burn,
                            seed=[seed, row], init=init, progress=single)
         except ValueError as e:  # e.g. no prior draw fits: report the row, go on
             rec["status"] += f";mcmc_failed:{e}"

@@ -20,7 +20,8 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from irisml_tf.data.observation import ObservationModel  # noqa: E402
-from irisml_tf.physics.bands import BANDS  # noqa: E402
+from irisml_tf.data.stream import simulate  # noqa: E402
+from irisml_tf.physics.bands import get_band  # noqa: E402
 from irisml_tf.physics.prior import Prior  # noqa: E402
 from irisml_tf.physics.simulator import PARAM_NAMES, Simulator  # noqa: E402
 
@@ -32,12 +33,11 @@ def main() -> None:
     sim = Simulator()
     prior = Prior(grid=sim.grid)
     obs = ObservationModel({"ref_mag": [9.0, 15.0]}, bands=sim.bands)
-    k_prior, k_obs = tf.unstack(tf.random.experimental.stateless_split(tf.constant([SEED, 0]), 2))
-    theta = prior.sample(N, k_prior)
-    mags, valid = sim(theta)
-    x = {k: v.numpy() for k, v in obs(mags, valid, k_obs).items()}
+    x, theta = simulate(prior, sim, obs, N, tf.constant([SEED, 0]))
+    x = {k: v.numpy() for k, v in x.items()}
     df = pd.DataFrame({"source_id": [f"demo-{i + 1:03d}" for i in range(N)]})
-    for j, band in enumerate(BANDS):
+    for j, name in enumerate(sim.bands):
+        band = get_band(name)
         present = x["band_index"][:, j] >= 0
         mag = np.where(present, x["mag"][:, j], np.nan).round(4)
         err = np.where(present, x["mag_err"][:, j], np.nan)

@@ -55,7 +55,7 @@ import pandas as pd
 from irisml_tf.physics.bands import BAND_NAMES, BANDS, get_band
 
 __all__ = ["ROLES", "MAG_RANGE", "SENTINELS", "DEFAULT_ERR", "BandColumns", "ColumnMatch",
-           "Prepared", "match_columns", "prepare_rows", "flux_to_mag", "status_string",
+           "Prepared", "match_columns", "prepare_rows", "check_default_err", "flux_to_mag", "status_string",
            "status_key", "count_status"]
 
 #: The quantities a column can carry for a band.
@@ -268,9 +268,16 @@ def _is_sentinel(x: np.ndarray) -> np.ndarray:
     return np.isin(np.round(x, 3), SENTINELS)
 
 
-def prepare_rows(df: pd.DataFrame, match: ColumnMatch, *, bands: Sequence[str] = BAND_NAMES,
-                 min_bands: int = 3, err_min: float = 0.002, err_max: float = 0.3,
-                 default_err: float = DEFAULT_ERR, mag_range: tuple[float, float] = MAG_RANGE) -> Prepared:
+def check_default_err(default_err: float, err_min: float, err_max: float) -> None:
+    """The assumed error must be one the model was trained on."""
+    if not err_min <= default_err <= err_max:
+        raise ValueError(f"`default_err` = {default_err} mag must lie within the model's error range "
+                         f"[{err_min}, {err_max}] mag")
+
+
+def prepare_rows(df: pd.DataFrame, match: ColumnMatch, *, min_bands: int, err_min: float, err_max: float,
+                 bands: Sequence[str] = BAND_NAMES, default_err: float = DEFAULT_ERR,
+                 mag_range: tuple[float, float] = MAG_RANGE) -> Prepared:
     """Model inputs and per-row status codes for the rows of ``df`` (rules: module docstring).
 
     Args:
@@ -280,13 +287,12 @@ def prepare_rows(df: pd.DataFrame, match: ColumnMatch, *, bands: Sequence[str] =
         does not know are not used.
       min_bands: fewer usable bands → the row is skipped.
       err_min, err_max: the training's error range [mag]: smaller errors are raised to err_min,
-        larger ones drop the band.
+        larger ones drop the band. These three come from the model's observation config
+        (:attr:`irisml_tf.serving.ExportedModel.observation`).
       default_err: 1σ [mag] for good magnitudes without a usable error; within [err_min, err_max].
       mag_range: plausible magnitudes; others drop the band.
     """
-    if not err_min <= default_err <= err_max:
-        raise ValueError(f"`default_err` = {default_err} mag must lie within the model's error range "
-                         f"[{err_min}, {err_max}] mag")
+    check_default_err(default_err, err_min, err_max)
     if min_bands < 1:
         raise ValueError(f"`min_bands` must be ≥ 1, got {min_bands}")
     bands = list(bands)

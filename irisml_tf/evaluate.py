@@ -26,7 +26,6 @@ and same numbers (wall times aside).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -67,57 +66,34 @@ _FIXED_STAR = 0  # the corner plot's star (of the first set)
 
 
 # -- the test stars -----------------------------------------------------------------------------
-def _grid_for(meta: Mapping, grid_path):
-    from irisml_tf.physics.grid import default_grid_path, load_grid
-
-    path = Path(grid_path) if grid_path else Path(default_grid_path())
-    want = meta.get("grid_sha256")
-    if want and hashlib.sha256(path.read_bytes()).hexdigest() != want:
-        raise ValueError(f"grid {path} is not the grid the model was exported with (sha256 {want[:12]}…); "
-                         "pass that grid with --grid")
-    return load_grid(path)
-
-
-def simulate_test_sets(config: Mapping, n: int, seed: int, sets: Sequence[str], grid=None,
+def simulate_test_sets(sim, prior, observation: Mapping, n: int, seed: int, sets: Sequence[str],
                        ref_mag: Sequence[float] | None = None) -> tuple[np.ndarray, dict]:
     """θ [n, 5] and, per band set, ``band_index`` int32 / ``mag`` / ``mag_err`` float32 [n, K].
 
-    ``config``: the run's resolved config (``prior`` and ``observation`` sections). Rows are
-    compacted (observed bands first, columns beyond the largest band count dropped).
+    ``sim``, ``prior``: the model's (:meth:`~irisml_tf.serving.ExportedModel.physics`);
+    ``observation``: its resolved observation config. Every set has the same stars and noise
+    (:func:`~irisml_tf.data.stream.fixed_set` with the test-set key). Rows are compacted
+    (observed bands first, columns beyond the largest band count dropped).
     """
     import tensorflow as tf
 
     from irisml_tf.data.observation import ObservationModel
-    from irisml_tf.physics.prior import Prior
-    from irisml_tf.physics.simulator import Simulator
+    from irisml_tf.data.stream import fixed_set
 
     unknown = [s for s in sets if s not in BAND_SETS]
     if unknown:
         raise ValueError(f"unknown band set(s) {unknown}; known: {', '.join(BAND_SETS)}")
-    obs_cfg = dict(config["observation"])
+    obs_cfg = dict(observation)
     if ref_mag is not None:
         obs_cfg["ref_mag"] = [float(ref_mag[0]), float(ref_mag[1])]
-    prior = Prior(config["prior"], grid)
-    sim = Simulator(grid)
     obs = ObservationModel(obs_cfg, bands=sim.bands)
-    key = tf.constant([int(seed), _KEY], tf.int32)
-    chunk = 65536
-    theta, parts = [], {s: [] for s in sets}
-    for i, start in enumerate(range(0, n, chunk)):
-        k_prior, k_obs = tf.unstack(tf.random.experimental.stateless_split(
-            tf.random.experimental.stateless_fold_in(key, i), 2))
-        t = prior.sample(min(chunk, n - start), k_prior)
-        mags, valid = sim(t)
-        theta.append(t.numpy())
-        for s in sets:
-            mask = None if BAND_SETS[s] is None else tf.constant([b in BAND_SETS[s] for b in sim.bands])
-            x = obs(mags, valid, k_obs, force_bands=mask)
-            parts[s].append({k: v.numpy() for k, v in x.items()})
-    out = {}
+    out, theta = {}, None
     for s in sets:
-        x = {k: np.concatenate([p[k] for p in parts[s]]) for k in ("band_index", "mag", "mag_err")}
+        mask = None if BAND_SETS[s] is None else tf.constant([b in BAND_SETS[s] for b in sim.bands])
+        x = fixed_set(prior, sim, obs, n, seed, _KEY, mask)
+        theta = x.pop("theta")
         out[s] = _compact(x)
-    return np.concatenate(theta).astype(np.float32), out
+    return theta.astype(np.float32), out
 
 
 def _compact(x: Mapping[str, np.ndarray]) -> dict:
@@ -283,10 +259,7 @@ def format_targets(result: Mapping) -> str:
 
 
 # -- the MCMC reference of one star -------------------------------------------------------------
-def _corner_star(model, x, theta, meta, grid, samples, seed, mcmc_steps, out_dir, plots):
-    from irisml_tf.physics.prior import Prior
-    from irisml_tf.physics.simulator import Simulator
-
+def _corner_star(model, sim, prior, x, theta, samples, seed, mcmc_steps, out_dir, plots):
     i = _FIXED_STAR
     bi, mag, err = x["band_index"][i:i + 1], x["mag"][i:i + 1], x["mag_err"][i:i + 1]
     t0 = time.perf_counter()
@@ -301,17 +274,13 @@ def _corner_star(model, x, theta, meta, grid, samples, seed, mcmc_steps, out_dir
             "mcmc": None}
     draws = {"flow (before IS)": (s, None), "flow + IS": (s, w)}
     if mcmc_steps:
-        from irisml_tf.inference.mcmc import compare_to_npe, run_mcmc
+        from irisml_tf.inference.mcmc import compare_to_npe, npe_init, run_mcmc
 
-        sim = Simulator(grid)
-        prior = Prior(meta["config"]["prior"], grid)
         nwalkers = 32
-        rng = np.random.default_rng([int(seed), 0xC0])
-        pos = np.flatnonzero(w > 0)
-        # start the walkers on distinct posterior draws of the flow (all of positive weight, so
-        # inside the support); the prior-based start of run_mcmc if there are too few
-        init = s[rng.choice(pos, nwalkers, replace=False)] if pos.size >= nwalkers else None
-        res = run_mcmc(sim, prior, bi[0], mag[0], err[0], meta["sys_floor"], nwalkers=nwalkers,
+        # walkers start on flow draws (weight-proportional, so inside the support); the prior-based
+        # start of run_mcmc if too few draws have weight
+        init = npe_init(s, w, nwalkers, np.random.default_rng([int(seed), 0xC0]))
+        res = run_mcmc(sim, prior, bi[0], mag[0], err[0], model.observation["sys_floor"], nwalkers=nwalkers,
                        nsteps=int(mcmc_steps), burn=int(mcmc_steps) // 4, seed=int(seed), init=init)
         draws["MCMC (emcee)"] = (res.samples, None)
         info["mcmc"] = {"nsteps": res.nsteps, "burn": res.burn, "nwalkers": res.nwalkers,
@@ -358,21 +327,20 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, *, n: int = 5000, seed:
         raise ValueError(f"the model's bands {model.bands} differ from this package's {BAND_NAMES}")
     if ref_mag is not None and not ref_mag[0] < ref_mag[1]:
         raise ValueError(f"`ref_mag` must be (lo, hi) with lo < hi, got {tuple(ref_mag)}")
-    grid_obj = _grid_for(meta, grid)
+    sim, prior = model.physics(grid)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     levels = np.asarray(levels, np.float64)
 
-    theta, xs = simulate_test_sets(meta["config"], n, seed, sets, grid_obj, ref_mag)
+    theta, xs = simulate_test_sets(sim, prior, model.observation, n, seed, sets, ref_mag)
     model.run(xs[sets[0]]["band_index"][:1], xs[sets[0]]["mag"][:1], xs[sets[0]]["mag_err"][:1], 2, 0)  # warm-up
     result = {
         "seed": int(seed), "n": int(n), "samples": int(samples), "batch_size": int(batch_size),
         "levels": levels.tolist(),
-        "test_set": {"ref_mag": list(ref_mag or meta["config"]["observation"]["ref_mag"]),
-                     "err_range": [meta["config"]["observation"]["err_min"],
-                                   meta["config"]["observation"]["err_max"]],
+        "test_set": {"ref_mag": list(ref_mag or model.observation["ref_mag"]),
+                     "err_range": [model.observation["err_min"], model.observation["err_max"]],
                      "bands": {s: (list(BAND_SETS[s]) if BAND_SETS[s] else "random") for s in sets}},
-        "model": {"path": str(model.path.resolve()), "step": (meta.get("training") or {}).get("step"),
+        "model": {"path": str(model.path.resolve()), "step": meta["training"]["step"],
                   "meta": meta},
         "sets": {},
     }
@@ -382,13 +350,13 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, *, n: int = 5000, seed:
             bar.set_postfix_str(s)
             res = run_model(model, xs[s], theta, samples, seed, set_id, batch_size, bar)
             entry, figs[s] = set_metrics(theta, res, xs[s], levels, sbc_ranks, sbc_bins, meta["flag_bits"],
-                                         meta["config"]["observation"]["err_max"])
+                                         model.observation["err_max"])
             result["sets"][s] = entry
             figs[s]["res"] = res
             _write_stars(write_table, out_dir / f"stars_{s}.parquet", theta, res)
 
     corner_n = min(int(corner_samples), meta["max_samples"])
-    result["corner"] = dict(set=sets[0], **_corner_star(model, xs[sets[0]], theta, meta, grid_obj, corner_n,
+    result["corner"] = dict(set=sets[0], **_corner_star(model, sim, prior, xs[sets[0]], theta, corner_n,
                                                           seed, mcmc_steps, out_dir, plots))
     if plots:
         _figures(out_dir, result, figs, theta, levels)

@@ -45,15 +45,18 @@ import numpy as np
 import pandas as pd
 
 from irisml_tf.catalog import TableWriter, count_rows, iter_table, table_suffix, write_table
-from irisml_tf.columns import (DEFAULT_ERR, ColumnMatch, count_status, match_columns, prepare_rows,
-                               status_string)
+from irisml_tf.columns import (DEFAULT_ERR, ColumnMatch, check_default_err, count_status, match_columns,
+                               prepare_rows, status_string)
+from irisml_tf.inference.summaries import SUMMARY_NAMES
+from irisml_tf.physics.simulator import PARAM_NAMES
 
-__all__ = ["infer_catalog", "InferSummary", "output_columns", "SUMMARY_STATS", "SAMPLE_FORMATS",
+__all__ = ["infer_catalog", "InferSummary", "output_columns", "SAMPLE_FORMATS",
            "DEFAULT_CHUNK_SIZE", "DEFAULT_NUM_SAMPLES", "DEFAULT_MAX_BATCH_ELEMENTS"]
 
-SUMMARY_STATS = ("median", "p16", "p84", "mean", "std")
-_DIAGNOSTICS = ("n_bands", "ess", "is_efficiency", "khat", "chi2", "chi2_pvalue", "mu", "outlier_band",
-                "status")
+#: float output column ← model output
+_FROM_MODEL = {"ess": "ess", "is_efficiency": "efficiency", "khat": "khat", "chi2": "chi2",
+               "chi2_pvalue": "chi2_pvalue", "mu": "mu"}
+_DIAGNOSTICS = ("n_bands", *_FROM_MODEL, "outlier_band", "status")
 SAMPLE_FORMATS = (".h5", ".hdf5", ".npz")
 DEFAULT_CHUNK_SIZE = 5000
 DEFAULT_NUM_SAMPLES = 1000
@@ -65,9 +68,9 @@ _MANIFEST = "manifest.json"
 _FORMAT = 1
 
 
-def output_columns(param_names=("teff", "logg", "mh", "av", "rv")) -> list[str]:
+def output_columns(param_names=PARAM_NAMES) -> list[str]:
     """The columns :func:`infer_catalog` appends, in order."""
-    return [f"{p}_{s}" for p in param_names for s in SUMMARY_STATS] + list(_DIAGNOSTICS)
+    return [f"{p}_{s}" for p in param_names for s in SUMMARY_NAMES] + list(_DIAGNOSTICS)
 
 
 @dataclass
@@ -132,7 +135,7 @@ def _settings(catalog: Path, model, num_samples, seed, chunk_size, default_err, 
     stat = catalog.stat()
     return {"format": _FORMAT, "input": str(catalog.resolve()), "input_size": stat.st_size,
             "input_mtime_ns": stat.st_mtime_ns, "model": str(Path(model.path).resolve()),
-            "model_step": (model.meta.get("training") or {}).get("step"),
+            "model_step": model.meta["training"]["step"],
             "num_samples": num_samples, "seed": seed, "chunk_size": chunk_size,
             "default_err": default_err, "max_batch_elements": max_batch_elements,
             "save_samples": str(Path(save_samples).resolve()) if save_samples else None}
@@ -143,21 +146,13 @@ class _Runner:
 
     def __init__(self, model, match: ColumnMatch, renamed, *, num_samples, seed, default_err,
                  max_batch_elements, want_samples):
-        meta = model.meta
-        obs = (meta.get("config") or {}).get("observation") or {}
-        from irisml_tf.data.observation import DEFAULT_OBSERVATION
-
+        obs = model.observation
+        check_default_err(default_err, obs["err_min"], obs["err_max"])
         self.model, self.match, self.renamed = model, match, renamed
-        self.params = tuple(meta.get("param_names", ("teff", "logg", "mh", "av", "rv")))
-        self.prep_options = dict(bands=model.bands, min_bands=int(meta["min_bands"]),
-                                 err_min=float(obs.get("err_min", DEFAULT_OBSERVATION["err_min"])),
-                                 err_max=float(obs.get("err_max", DEFAULT_OBSERVATION["err_max"])),
-                                 default_err=default_err)
-        lo, hi = self.prep_options["err_min"], self.prep_options["err_max"]
-        if not lo <= default_err <= hi:
-            raise ValueError(f"`default_err` = {default_err} mag must lie within the model's error range "
-                             f"[{lo}, {hi}] mag")
-        self.flag_bits = dict(meta.get("flag_bits", {}))
+        self.params = model.param_names
+        self.prep_options = dict(bands=model.bands, min_bands=obs["min_bands"], err_min=obs["err_min"],
+                                 err_max=obs["err_max"], default_err=default_err)
+        self.flag_bits = model.meta["flag_bits"]
         self.num_samples, self.seed = num_samples, seed
         self.batch = max(1, max_batch_elements // num_samples)
         self.want_samples = want_samples
@@ -165,9 +160,8 @@ class _Runner:
     def __call__(self, df: pd.DataFrame, chunk: int):
         prep = prepare_rows(df, self.match, **self.prep_options)
         r, n = len(df), self.num_samples
-        res = {f"{p}_{s}": np.full(r, np.nan, np.float32) for p in self.params for s in SUMMARY_STATS}
-        diag = {k: np.full(r, np.nan, np.float32) for k in ("ess", "is_efficiency", "khat", "chi2",
-                                                             "chi2_pvalue", "mu")}
+        res = {f"{p}_{s}": np.full(r, np.nan, np.float32) for p in self.params for s in SUMMARY_NAMES}
+        diag = {k: np.full(r, np.nan, np.float32) for k in _FROM_MODEL}
         outlier = np.full(r, -1, np.int32)
         bits = np.zeros(r, np.int64)
         samples = np.full((r, n, 5), np.nan, np.float32) if self.want_samples else None
@@ -179,10 +173,9 @@ class _Runner:
             o = self.model.run(prep.band_index[idx, :k], prep.mag[idx, :k], prep.mag_err[idx, :k], n,
                                seed=_seed_words(self.seed, chunk, sub))
             for j, p in enumerate(self.params):
-                for s in SUMMARY_STATS:
+                for s in SUMMARY_NAMES:
                     res[f"{p}_{s}"][idx] = o[s][:, j]
-            for key, src in (("ess", "ess"), ("is_efficiency", "efficiency"), ("khat", "khat"),
-                             ("chi2", "chi2"), ("chi2_pvalue", "chi2_pvalue"), ("mu", "mu")):
+            for key, src in _FROM_MODEL.items():
                 diag[key][idx] = o[src]
             outlier[idx] = o["outlier_band"]
             bits[idx] = o["flag_bits"]
@@ -194,8 +187,7 @@ class _Runner:
         bands = self.model.bands
         out = df.rename(columns=self.renamed) if self.renamed else df.copy()
         out = pd.concat([out.reset_index(drop=True), pd.DataFrame({
-            **res, "n_bands": prep.n_bands, "ess": diag["ess"], "is_efficiency": diag["is_efficiency"],
-            "khat": diag["khat"], "chi2": diag["chi2"], "chi2_pvalue": diag["chi2_pvalue"], "mu": diag["mu"],
+            **res, "n_bands": prep.n_bands, **diag,
             "outlier_band": [bands[b] if b >= 0 else "" for b in outlier],
             "status": [status_string(c) for c in codes]})], axis=1)
         return out, samples, weights, int(len(rows))
@@ -210,39 +202,36 @@ class _Runner:
 
 def _write_samples(path: Path, parts: list[Path], rows: int, num_samples: int, params, work: Path,
                    attrs: dict) -> None:
+    """Join the per-chunk sample files (input order) into ``path``; ``row`` is the input row."""
     tmp = work / f"samples-assembled{path.suffix.lower()}"
-    if path.suffix.lower() in (".h5", ".hdf5"):
+    h5 = path.suffix.lower() in (".h5", ".hdf5")
+    if h5:
         import h5py
 
-        with h5py.File(tmp, "w") as f:
-            chunks = (min(256, rows), num_samples, 5) if rows else None
-            ds = f.create_dataset("samples", (rows, num_samples, 5), np.float32, chunks=chunks)
-            dw = f.create_dataset("weights", (rows, num_samples), np.float32,
-                                  chunks=chunks[:2] if chunks else None)
-            dr = f.create_dataset("row", (rows,), np.int64)
-            f.create_dataset("param_names", data=np.array(params, dtype=h5py.string_dtype()))
-            f.attrs.update(attrs)
-            at = 0
-            for p in parts:
-                with np.load(p) as z:
-                    m = len(z["row"])
-                    ds[at:at + m], dw[at:at + m], dr[at:at + m] = z["samples"], z["weights"], z["row"]
-                    at += m
+        f = h5py.File(tmp, "w")
+        chunks = (min(256, rows), num_samples, 5) if rows else None
+        samples = f.create_dataset("samples", (rows, num_samples, 5), np.float32, chunks=chunks)
+        weights = f.create_dataset("weights", (rows, num_samples), np.float32, chunks=chunks[:2] if chunks else None)
+    else:  # memory maps in the work dir, streamed into the zip by np.savez
+        samples = np.lib.format.open_memmap(work / "samples.npy", "w+", np.float32, (rows, num_samples, 5))
+        weights = np.lib.format.open_memmap(work / "weights.npy", "w+", np.float32, (rows, num_samples))
+    at = 0
+    for p in parts:
+        with np.load(p) as z:
+            m = len(z["weights"])
+            samples[at:at + m], weights[at:at + m] = z["samples"], z["weights"]
+            at += m
+    row = np.arange(rows, dtype=np.int64)
+    if h5:
+        f.create_dataset("row", data=row)
+        f.create_dataset("param_names", data=np.array(params, dtype=h5py.string_dtype()))
+        f.attrs.update(attrs)
+        f.close()
     else:
-        # memory maps in the work dir, streamed into the zip by np.savez
-        mm = np.lib.format.open_memmap(work / "samples.npy", "w+", np.float32, (rows, num_samples, 5))
-        mw = np.lib.format.open_memmap(work / "weights.npy", "w+", np.float32, (rows, num_samples))
-        row = np.empty(rows, np.int64)
-        at = 0
-        for p in parts:
-            with np.load(p) as z:
-                m = len(z["row"])
-                mm[at:at + m], mw[at:at + m], row[at:at + m] = z["samples"], z["weights"], z["row"]
-                at += m
-        with open(tmp, "wb") as f:
-            np.savez(f, samples=mm, weights=mw, row=row, param_names=np.array(params),
+        with open(tmp, "wb") as fh:
+            np.savez(fh, samples=samples, weights=weights, row=row, param_names=np.array(params),
                      **{k: np.array(v) for k, v in attrs.items()})
-        del mm, mw
+        del samples, weights
     os.replace(tmp, path)
 
 
@@ -298,7 +287,7 @@ def infer_catalog(model, catalog, out, *, num_samples: int = DEFAULT_NUM_SAMPLES
         raise ValueError(f"`max_batch_elements` must be ≥ 1, got {max_batch_elements}")
     if not isinstance(model, ExportedModel):
         model = load_model(model)
-    max_n = int(model.meta.get("max_samples", num_samples))
+    max_n = int(model.meta["max_samples"])
     if not 1 <= num_samples <= max_n:
         raise ValueError(f"`num_samples` must be in 1 … {max_n} (the model's max_samples), got {num_samples}")
 
@@ -330,7 +319,7 @@ def infer_catalog(model, catalog, out, *, num_samples: int = DEFAULT_NUM_SAMPLES
     first = next(chunks)
     columns = list(first.columns)
     match = match_columns(columns)
-    params = tuple(model.meta.get("param_names", ("teff", "logg", "mh", "av", "rv")))
+    params = model.param_names
     renamed = _rename_collisions(columns, output_columns(params))
     say(match.report())
     unknown = [b for b in match.band_names if b not in model.bands]
@@ -362,7 +351,7 @@ def infer_catalog(model, catalog, out, *, num_samples: int = DEFAULT_NUM_SAMPLES
     _atomic_json(work / _MANIFEST, manifest)
     from tqdm import tqdm
 
-    bar = tqdm(total=count_rows(catalog), unit="star", desc="infer", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=count_rows(catalog) if progress else None, unit="star", desc="infer", disable=not progress, dynamic_ncols=True)
     ran = resumed = 0
     complete = True
     try:
@@ -385,7 +374,7 @@ def infer_catalog(model, catalog, out, *, num_samples: int = DEFAULT_NUM_SAMPLES
                 if samples is not None:
                     spart = f"samples-{index:06d}.npz"
                     with open(work / (spart + ".tmp"), "wb") as f:
-                        np.savez(f, samples=samples, weights=weights, row=np.asarray(df.index, np.int64))
+                        np.savez(f, samples=samples, weights=weights)
                     os.replace(work / (spart + ".tmp"), work / spart)
                     entry["samples_part"] = spart
                 done[key] = entry

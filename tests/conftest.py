@@ -62,13 +62,18 @@ def rng():
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """Run directory of TINY trained for 60 steps (final weights, metrics, validation set)."""
+def tiny_training(tmp_path_factory):
+    """One uninterrupted run of TINY: (run_dir, the result of `train`). Read-only for tests."""
     from irisml_tf.training import train
 
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
-    train(dict(TINY, training=dict(TINY["training"], steps=60, val_every=60, checkpoint_every=60)), run_dir)
-    return run_dir
+    return run_dir, train(TINY, run_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_training) -> Path:
+    """Run directory of `tiny_training` (final weights, metrics, validation set)."""
+    return tiny_training[0]
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +82,11 @@ def tiny_export(tiny_run, tmp_path_factory) -> Path:
     from irisml_tf.serving import export_model
 
     return export_model(tiny_run, tmp_path_factory.mktemp("tiny_export") / "model", max_samples=4096)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_export):
+    """`tiny_export` loaded (irisml_tf.serving.ExportedModel)."""
+    from irisml_tf.serving import load_model
+
+    return load_model(tiny_export)

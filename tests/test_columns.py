@@ -12,6 +12,8 @@ from irisml_tf.columns import (DEFAULT_ERR, count_status, flux_to_mag, match_col
 from irisml_tf.physics.bands import BAND_NAMES, GAIA_ZERO_POINTS, get_band
 
 DATA = Path(__file__).parent / "data"
+#: the default observation model's input limits (what a model trained on it passes)
+LIMITS = {"min_bands": 3, "err_min": 0.002, "err_max": 0.3}
 
 #: bad_catalogue.csv: expected status per row (flags of a model aside), see tests/data/README.md
 BAD_EXPECTED = [
@@ -100,7 +102,7 @@ def test_gaia_flux_conversion_by_hand():
                        "phot_rp_mean_mag": [14.0], "phot_rp_mean_flux": [9000.0],
                        "phot_rp_mean_flux_over_error": [100.0]})
     m = match_columns(df.columns)
-    p = prepare_rows(df, m, min_bands=1)
+    p = prepare_rows(df, m, **dict(LIMITS, min_bands=1))
     assert p.band_index.tolist() == [[0, 1, 2]] and p.status == ["ok"]
     k = 2.5 / np.log(10)
     np.testing.assert_allclose(p.mag[0], [15.6874, 25.3385 - 2.5 * np.log10(2000.0), 14.0], rtol=1e-6)
@@ -114,7 +116,7 @@ def test_bad_catalogue_statuses():
     assert list(m.ignored) == ["case", "source_id", "ra", "dec", "status"]
     assert m.band_names == ("Gaia_G", "Gaia_BP", "Gaia_RP", "SDSS_u", "2MASS_J", "2MASS_H", "2MASS_Ks",
                             "WISE_W1", "WISE_W2")
-    p = prepare_rows(df, m, min_bands=3, err_min=0.002, err_max=0.3)
+    p = prepare_rows(df, m, **LIMITS)
     assert p.status == BAD_EXPECTED
     assert dict(count_status(p.status)) == BAD_COUNTS
     assert p.skip.tolist() == [s.endswith(")") for s in BAD_EXPECTED]
@@ -133,14 +135,15 @@ def test_prepare_rows_model_band_subset_and_options():
     df = pd.DataFrame({"Gaia_G": [12.0, 13.0], "Gaia_G_err": [0.01, 0.01], "2MASS_J": [11.0, 11.5],
                        "2MASS_J_err": [0.2, 0.02], "WISE_W1": [10.0, np.nan], "WISE_W1_err": [0.03, 0.03]})
     m = match_columns(df.columns)
-    p = prepare_rows(df, m, bands=("WISE_W1", "2MASS_J", "Gaia_G"), min_bands=2, err_max=0.1, default_err=0.07)
+    p = prepare_rows(df, m, bands=("WISE_W1", "2MASS_J", "Gaia_G"), min_bands=2, err_min=0.002, err_max=0.1,
+                     default_err=0.07)
     # indices refer to the given band order; J's 0.2 mag error exceeds err_max = 0.1
     assert p.band_index.tolist() == [[2, 0, -1], [2, 1, -1]]
     assert p.status == ["dropped:2MASS_J=err_above_max", "ok"]
     assert p.mag[1].tolist() == pytest.approx([13.0, 11.5, 0.0])
     with pytest.raises(ValueError, match="`default_err` = 0.5 mag"):
-        prepare_rows(df, m, default_err=0.5)
-    empty = prepare_rows(df, match_columns(["ra"]), min_bands=1)
+        prepare_rows(df, m, **LIMITS, default_err=0.5)
+    empty = prepare_rows(df, match_columns(["ra"]), **dict(LIMITS, min_bands=1))
     assert empty.band_index.shape == (2, 0) and empty.status == ["skipped:too_few_bands(0<1)"] * 2
 
 

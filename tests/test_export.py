@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import TINY
 from irisml_tf.serving import OUTPUT_KEYS, check_export, load_model
 
 BI = [[0, 1, 2, 13, 14, 15, -1], [0, 1, 2, -1, -1, -1, -1]]
@@ -20,40 +21,35 @@ MAG = [[4.7, 5.0, 4.2, 3.6, 3.3, 3.3, 0.0], [4.7, 5.0, 4.2, 0.0, 0.0, 0.0, 0.0]]
 ERR = [[0.01, 0.02, 0.02, 0.03, 0.03, 0.03, 0.0], [0.01, 0.02, 0.02, 0.0, 0.0, 0.0, 0.0]]
 
 
-@pytest.fixture(scope="module")
-def model(tiny_export):
-    return load_model(tiny_export)
-
-
-def test_meta_and_outputs(model):
+def test_meta_and_outputs(tiny_model):
     from irisml_tf.physics.bands import BAND_NAMES
     from irisml_tf.physics.simulator import PARAM_NAMES
 
-    assert model.bands == tuple(BAND_NAMES) and model.param_names == tuple(PARAM_NAMES)
-    assert model.meta["min_bands"] == 3 and model.meta["training"]["step"] == 60
-    out = model.run(BI, MAG, ERR, 100, seed=3)
+    assert tiny_model.bands == tuple(BAND_NAMES) and tiny_model.param_names == tuple(PARAM_NAMES)
+    assert tiny_model.observation["min_bands"] == 3 and tiny_model.meta["training"]["step"] == TINY["training"]["steps"]
+    out = tiny_model.run(BI, MAG, ERR, 100, seed=3)
     assert set(out) == set(OUTPUT_KEYS)
     assert out["samples"].shape == (2, 100, 5) and out["median"].shape == (2, 5)
     assert out["n_bands"].tolist() == [6, 3]
     np.testing.assert_allclose(out["weights"].sum(1), 1.0, rtol=1e-5)
-    lo, hi = np.array(model.meta["lower"]), np.array(model.meta["upper"])
+    lo, hi = np.array(tiny_model.meta["lower"]), np.array(tiny_model.meta["upper"])
     assert np.all((out["samples"] >= lo) & (out["samples"] <= hi))
 
 
-def test_export_carries_the_run(model, tiny_run):
+def test_export_carries_the_run(tiny_model, tiny_run):
     """assets/run rebuilds the library model with the exported weights."""
     from irisml_tf.training.driver import load_posterior
 
-    a, b = load_posterior(model.run_dir), load_posterior(tiny_run)
+    a, b = load_posterior(tiny_model.run_dir), load_posterior(tiny_run)
     assert len(a.weights) == len(b.weights)
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(wa.numpy(), wb.numpy())
 
 
-def test_seeds_and_bad_entries_as_pads(model):
-    a = model.run(BI, MAG, ERR, 64, seed=[5, 6])
-    b = model.run(BI, MAG, ERR, 64, seed=[5, 6])
-    c = model.run(BI, MAG, ERR, 64, seed=[5, 7])
+def test_seeds_and_bad_entries_as_pads(tiny_model):
+    a = tiny_model.run(BI, MAG, ERR, 64, seed=[5, 6])
+    b = tiny_model.run(BI, MAG, ERR, 64, seed=[5, 6])
+    c = tiny_model.run(BI, MAG, ERR, 64, seed=[5, 7])
     for k in OUTPUT_KEYS:
         np.testing.assert_array_equal(a[k], b[k])
     assert not np.array_equal(a["samples"], c["samples"])
@@ -63,27 +59,27 @@ def test_seeds_and_bad_entries_as_pads(model):
     bi[1, 3:6] = [99, 13, 14]
     mag[1, 3:6] = [5.0, np.nan, 3.3]
     err[1, 3:6] = [0.02, 0.02, 0.0]
-    d = model.run(bi, mag, err, 64, seed=[5, 6])
+    d = tiny_model.run(bi, mag, err, 64, seed=[5, 6])
     for k in OUTPUT_KEYS:
         np.testing.assert_allclose(d[k], a[k], rtol=1e-5, atol=1e-5, err_msg=k)
 
 
-def test_run_validates_and_handles_empty(model):
+def test_run_validates_and_handles_empty(tiny_model):
     with pytest.raises(ValueError, match="num_samples"):
-        model.run(BI, MAG, ERR, model.meta["max_samples"] + 1)
+        tiny_model.run(BI, MAG, ERR, tiny_model.meta["max_samples"] + 1)
     with pytest.raises(ValueError, match="band_index"):
-        model.run([0, 1], [1.0, 2.0], [0.1, 0.1], 10)
-    empty = model.run(np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros((0, 3)), 10)
+        tiny_model.run([0, 1], [1.0, 2.0], [0.1, 0.1], 10)
+    empty = tiny_model.run(np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros((0, 3)), 10)
     assert empty["samples"].shape == (0, 10, 5) and empty["median"].shape == (0, 5)
 
 
-def test_clean_process_matches_library(tiny_export, tiny_run):
-    result = check_export(tiny_export, tiny_run)
+def test_clean_process_matches_library(tiny_export):
+    result = check_export(tiny_export)
     assert result["modules"] == []
     assert result["ok"], result
 
 
-def test_saved_model_cli_run(tiny_export, model):
+def test_saved_model_cli_run(tiny_export, tiny_model):
     """The C++ loader path (TF Serving's): `saved_model_cli run` with Python-literal inputs."""
     exprs = (f"band_index={BI};mag={MAG};mag_err={ERR};num_samples=50;seed=[1,2]")
     proc = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run",
@@ -96,7 +92,7 @@ def test_saved_model_cli_run(tiny_export, model):
     assert match, proc.stdout[-2000:]
     number = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
     median = np.array([float(v) for v in re.findall(number, match.group(1))]).reshape(2, 5)
-    ref = model.run(BI, MAG, ERR, 50, seed=[1, 2])["median"]
+    ref = tiny_model.run(BI, MAG, ERR, 50, seed=[1, 2])["median"]
     np.testing.assert_allclose(median, ref, rtol=1e-5)
 
 

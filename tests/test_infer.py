@@ -21,13 +21,6 @@ OPTS = dict(num_samples=32, seed=7, chunk_size=5, progress=False)
 
 
 @pytest.fixture(scope="module")
-def model(tiny_export):
-    from irisml_tf.serving import load_model
-
-    return load_model(tiny_export)
-
-
-@pytest.fixture(scope="module")
 def stars() -> pd.DataFrame:
     """12 simulated stars at μ = 9 with Gaia (magnitudes only: default errors), 2MASS and WISE W1
     under the surveys' column names, plus an id and the true parameters."""
@@ -55,10 +48,10 @@ def _results(path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def reference(model, stars, tmp_path_factory):
+def reference(tiny_model, stars, tmp_path_factory):
     d = tmp_path_factory.mktemp("ref")
     write_table(stars, d / "in.csv")
-    summary = infer_catalog(model, d / "in.csv", d / "out.parquet", save_samples=d / "s.npz", **OPTS)
+    summary = infer_catalog(tiny_model, d / "in.csv", d / "out.parquet", save_samples=d / "s.npz", **OPTS)
     return summary, pd.read_parquet(d / "out.parquet"), dict(np.load(d / "s.npz"))
 
 
@@ -80,10 +73,10 @@ def test_reference_run(reference, stars):
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".fits", ".ecsv", ".vot"])
-def test_formats_round_trip(model, stars, reference, tmp_path, suffix):
+def test_formats_round_trip(tiny_model, stars, reference, tmp_path, suffix):
     src, dst = tmp_path / f"in{suffix}", tmp_path / f"out{suffix}"
     write_table(stars, src)
-    summary = infer_catalog(model, src, dst, **OPTS)
+    summary = infer_catalog(tiny_model, src, dst, **OPTS)
     assert summary.rows == 12 and not (tmp_path / f"out{suffix}.parts").exists()
     out = read_table(dst)
     assert list(out.columns) == list(stars.columns) + output_columns()
@@ -96,27 +89,27 @@ def test_formats_round_trip(model, stars, reference, tmp_path, suffix):
     assert out["status"].tolist() == ref["status"].tolist()
 
 
-def test_seed(model, stars, reference, tmp_path):
+def test_seed(tiny_model, stars, reference, tmp_path):
     write_table(stars, tmp_path / "in.parquet")
-    infer_catalog(model, tmp_path / "in.parquet", tmp_path / "a.parquet", **OPTS)
-    infer_catalog(model, tmp_path / "in.parquet", tmp_path / "b.parquet", **dict(OPTS, seed=8))
+    infer_catalog(tiny_model, tmp_path / "in.parquet", tmp_path / "a.parquet", **OPTS)
+    infer_catalog(tiny_model, tmp_path / "in.parquet", tmp_path / "b.parquet", **dict(OPTS, seed=8))
     a, b = _results(tmp_path / "a.parquet"), _results(tmp_path / "b.parquet")
     pd.testing.assert_frame_equal(a, reference[1][output_columns()])
     assert not np.allclose(a["teff_mean"], b["teff_mean"])
 
 
-def test_resume_equals_uninterrupted(model, stars, reference, tmp_path):
+def test_resume_equals_uninterrupted(tiny_model, stars, reference, tmp_path):
     write_table(stars, tmp_path / "in.csv")
     out, parts = tmp_path / "out.parquet", tmp_path / "out.parquet.parts"
     kw = dict(OPTS, save_samples=tmp_path / "s.h5")
-    first = infer_catalog(model, tmp_path / "in.csv", out, stop_after=1, **kw)
+    first = infer_catalog(tiny_model, tmp_path / "in.csv", out, stop_after=1, **kw)
     assert not first.complete and first.chunks_run == 1 and first.rows == 5
     assert parts.is_dir() and not out.exists()
     with pytest.raises(FileExistsError, match="--resume"):
-        infer_catalog(model, tmp_path / "in.csv", out, **kw)
+        infer_catalog(tiny_model, tmp_path / "in.csv", out, **kw)
     with pytest.raises(ValueError, match="seed: was 7, now 8"):
-        infer_catalog(model, tmp_path / "in.csv", out, resume=True, **dict(kw, seed=8))
-    rest = infer_catalog(model, tmp_path / "in.csv", out, resume=True, **kw)
+        infer_catalog(tiny_model, tmp_path / "in.csv", out, resume=True, **dict(kw, seed=8))
+    rest = infer_catalog(tiny_model, tmp_path / "in.csv", out, resume=True, **kw)
     assert rest.complete and rest.chunks_resumed == 1 and rest.chunks_run == 2 and not parts.exists()
     assert rest.rows == 12 and sum(v for k, v in rest.counts.items() if not k.startswith("flag:")) >= 12
     pd.testing.assert_frame_equal(pd.read_parquet(out), reference[1])
@@ -129,9 +122,9 @@ def test_resume_equals_uninterrupted(model, stars, reference, tmp_path):
         assert [n.decode() for n in f["param_names"][:]] == ["teff", "logg", "mh", "av", "rv"]
 
 
-def test_bad_catalogue(model, tmp_path):
+def test_bad_catalogue(tiny_model, tmp_path):
     out, npz = tmp_path / "bad_out.csv", tmp_path / "bad.npz"
-    summary = infer_catalog(model, DATA / "bad_catalogue.csv", out, save_samples=npz, num_samples=32,
+    summary = infer_catalog(tiny_model, DATA / "bad_catalogue.csv", out, save_samples=npz, num_samples=32,
                             seed=1, chunk_size=10, progress=False)
     src = pd.read_csv(DATA / "bad_catalogue.csv")
     got = pd.read_csv(out, keep_default_na=False, na_values=[""])
@@ -154,7 +147,7 @@ def test_bad_catalogue(model, tmp_path):
     skipped = got["status"].str.contains("skipped:")
     assert got.loc[skipped, "teff_median"].isna().all() and got.loc[~skipped, "teff_median"].notna().all()
     assert got.loc[skipped, "n_bands"].tolist() == [2, 0, 1]
-    valid = set(model.bands) | {""}
+    valid = set(tiny_model.bands) | {""}
     assert set(got["outlier_band"].fillna("")) <= valid
     s = np.load(npz)
     assert s["samples"].shape == (27, 32, 5)
@@ -163,31 +156,31 @@ def test_bad_catalogue(model, tmp_path):
     assert re.search(r"\ndropped:sentinel +5 +18\.52\n", table) and "(inferred 24, skipped 3)" in table
 
 
-def test_empty_and_header_only(model, tmp_path):
+def test_empty_and_header_only(tiny_model, tmp_path):
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header.csv").write_text("source_id,phot_g_mean_mag,j_m\n")
-    s = infer_catalog(model, tmp_path / "empty.csv", tmp_path / "e.parquet", save_samples=tmp_path / "e.npz", **OPTS)
+    s = infer_catalog(tiny_model, tmp_path / "empty.csv", tmp_path / "e.parquet", save_samples=tmp_path / "e.npz", **OPTS)
     assert s.rows == 0 and s.counts == {}
     assert list(pd.read_parquet(tmp_path / "e.parquet").columns) == output_columns()
     assert np.load(tmp_path / "e.npz")["samples"].shape == (0, 32, 5)
-    infer_catalog(model, tmp_path / "header.csv", tmp_path / "h.csv", **OPTS)
+    infer_catalog(tiny_model, tmp_path / "header.csv", tmp_path / "h.csv", **OPTS)
     h = pd.read_csv(tmp_path / "h.csv")
     assert len(h) == 0 and list(h.columns) == ["source_id", "phot_g_mean_mag", "j_m"] + output_columns()
 
 
-def test_clear_errors(model, stars, tmp_path):
+def test_clear_errors(tiny_model, stars, tmp_path):
     write_table(stars[["source_id", "teff"]], tmp_path / "nobands.csv")
     with pytest.raises(ValueError, match="no column names a band"):
-        infer_catalog(model, tmp_path / "nobands.csv", tmp_path / "o.csv", **OPTS)
+        infer_catalog(tiny_model, tmp_path / "nobands.csv", tmp_path / "o.csv", **OPTS)
     write_table(stars, tmp_path / "in.csv")
     with pytest.raises(ValueError, match="num_samples"):
-        infer_catalog(model, tmp_path / "in.csv", tmp_path / "o.csv", **dict(OPTS, num_samples=10**6))
+        infer_catalog(tiny_model, tmp_path / "in.csv", tmp_path / "o.csv", **dict(OPTS, num_samples=10**6))
     with pytest.raises(ValueError, match="save_samples"):
-        infer_catalog(model, tmp_path / "in.csv", tmp_path / "o.csv", save_samples=tmp_path / "s.txt", **OPTS)
+        infer_catalog(tiny_model, tmp_path / "in.csv", tmp_path / "o.csv", save_samples=tmp_path / "s.txt", **OPTS)
     with pytest.raises(ValueError, match="is the input catalogue"):
-        infer_catalog(model, tmp_path / "in.csv", tmp_path / "in.csv", **OPTS)
+        infer_catalog(tiny_model, tmp_path / "in.csv", tmp_path / "in.csv", **OPTS)
     with pytest.raises(ValueError, match=r"`default_err` = 0.6 mag must lie within the model's error range"):
-        infer_catalog(model, tmp_path / "in.csv", tmp_path / "o.csv", default_err=0.6, **OPTS)
+        infer_catalog(tiny_model, tmp_path / "in.csv", tmp_path / "o.csv", default_err=0.6, **OPTS)
     assert not list(tmp_path.glob("*.parts"))
 
 

@@ -32,13 +32,9 @@ def _env():
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """An uninterrupted 40-step run of TINY."""
-    from irisml_tf.training import train
-
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    result = train(TINY, run_dir)
-    return run_dir, result
+def reference(tiny_training):
+    """An uninterrupted 40-step run of TINY (shared with the export/infer tests)."""
+    return tiny_training
 
 
 # -- config ---------------------------------------------------------------------------------
@@ -71,7 +67,7 @@ def test_config_files_resolve_and_overrides_parse(tmp_path):
     cfg = tconfig.load_config(root / "configs" / "quick.yaml",
                               ["training.learning_rate=3e-4", "model.made_hidden=[8, 8]",
                                "observation.surveys.GALEX.p_north=0.1"])
-    assert cfg["training"]["learning_rate"] == pytest.approx(3e-4)  # YAML 1.1 reads 3e-4 as str
+    assert cfg["training"]["learning_rate"] == pytest.approx(3e-4)  # YAML 1.1 would read a str
     assert cfg["model"]["made_hidden"] == [8, 8]
     assert cfg["observation"]["surveys"]["GALEX"]["p_north"] == 0.1
     # the resolved config round-trips through YAML
@@ -80,6 +76,17 @@ def test_config_files_resolve_and_overrides_parse(tmp_path):
     assert tconfig.load_config(path) == cfg
     with pytest.raises(ValueError, match="section.key=value"):
         tconfig.load_config(None, ["steps100"])
+
+
+def test_exponent_floats_load_as_floats(tmp_path):
+    """`1e-3` (no dot, which YAML 1.1 reads as a string) is a float in files and in --set."""
+    path = tmp_path / "c.yaml"
+    path.write_text("observation: {err_min: 1e-3}\nprior: {av: {mean: 1e0}}\n")
+    cfg = tconfig.load_config(path, ["observation.sys_floor=2e-2", "prior.rv.std=2E-1"])
+    assert cfg["observation"]["err_min"] == 1e-3 and cfg["prior"]["av"]["mean"] == 1.0
+    assert cfg["observation"]["sys_floor"] == 2e-2 and cfg["prior"]["rv"]["std"] == 0.2
+    assert tconfig.parse_override("training.learning_rate=1e-3") == (["training", "learning_rate"],
+                                                                      1e-3)
 
 
 def test_config_documents_every_key():

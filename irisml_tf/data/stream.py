@@ -15,9 +15,35 @@ from ..physics.prior import Prior
 from ..physics.simulator import Simulator
 from .observation import ObservationModel
 
-__all__ = ["SimulationStream", "save_arrays", "load_arrays"]
+__all__ = ["SimulationStream", "fixed_set", "simulate", "save_arrays", "load_arrays", "VALIDATION_KEY"]
 
-_KEYS = ("band_index", "mag", "mag_err", "theta")
+VALIDATION_KEY = 0x0FA1  # second word of the validation set's key: independent of the training stream
+
+
+def simulate(prior: Prior, simulator: Simulator, observation: ObservationModel, n, key, force_bands=None):
+    """n observed stars from a stateless key (int32 [2]): (inputs dict, theta). ``force_bands``:
+    observe exactly these bands (bool [NB]; :class:`ObservationModel`)."""
+    k_prior, k_obs = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+    theta = prior._sample(tf.cast(n, tf.int32), k_prior)
+    mags, valid = simulator._simulate(theta)
+    return observation(mags, valid, k_obs, force_bands=force_bands), theta
+
+
+def fixed_set(prior: Prior, simulator: Simulator, observation: ObservationModel, n: int, seed: int,
+              key_word: int = VALIDATION_KEY, force_bands=None) -> dict[str, np.ndarray]:
+    """A fixed set of n stars from (seed, key_word), in chunks of 65 536: band_index, mag, mag_err
+    (padded to all bands) and theta. The same (seed, key_word) gives the same θ and noise whatever
+    ``force_bands`` is; only the observed bands differ."""
+    inputs, theta = [], []
+    key = tf.constant([int(seed), int(key_word)], tf.int32)
+    for i, s in enumerate(range(0, n, 65536)):
+        x, t = simulate(prior, simulator, observation, min(65536, n - s),
+                        tf.random.experimental.stateless_fold_in(key, i), force_bands)
+        inputs.append(x)
+        theta.append(t.numpy())
+    out = {k: np.concatenate([x[k].numpy() for x in inputs]) for k in ("band_index", "mag", "mag_err")}
+    out["theta"] = np.concatenate(theta)
+    return out
 
 
 class SimulationStream:
@@ -34,15 +60,9 @@ class SimulationStream:
                                                        tf.cast(replica, tf.int32))
         return tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
 
-    def simulate(self, n, key):
-        """n observed stars from a stateless key (int32 [2]): (inputs dict, theta)."""
-        k_prior, k_obs = tf.unstack(tf.random.experimental.stateless_split(key, 2))
-        theta = self.prior._sample(tf.cast(n, tf.int32), k_prior)
-        mags, valid = self.simulator._simulate(theta)
-        return self.observation(mags, valid, k_obs), theta
-
     def batch(self, step, replica=0, batch_size: int | None = None):
-        return self.simulate(batch_size or self.batch_size, self._key(step, replica))
+        return simulate(self.prior, self.simulator, self.observation, batch_size or self.batch_size,
+                        self._key(step, replica))
 
     def dataset(self, start_step: int = 0, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         """Infinite dataset; global batch k is ``batch(start_step + k)`` whatever the replica count.
@@ -68,15 +88,7 @@ class SimulationStream:
 
     def validation_set(self, n: int, seed: int) -> dict[str, np.ndarray]:
         """A fixed set of n stars from its own seed (independent of the training stream)."""
-        inputs, theta = [], []
-        key = tf.constant([int(seed), 0x0FA1], tf.int32)
-        for i, s in enumerate(range(0, n, 65536)):
-            x, t = self.simulate(min(65536, n - s), tf.random.experimental.stateless_fold_in(key, i))
-            inputs.append(x)
-            theta.append(t.numpy())
-        out = {k: np.concatenate([x[k].numpy() for x in inputs]) for k in ("band_index", "mag", "mag_err")}
-        out["theta"] = np.concatenate(theta)
-        return out
+        return fixed_set(self.prior, self.simulator, self.observation, n, seed)
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:

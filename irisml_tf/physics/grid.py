@@ -62,6 +62,7 @@ class StellarGrid:
     pivot: np.ndarray  # (B,) Å
     zero_flux: np.ndarray  # (B,) erg/s/cm²/Å
     provenance: dict = field(default_factory=dict)
+    sha256: str | None = None  # of the file it was loaded from (None when built in memory)
 
     def __post_init__(self):
         t, g, m, b = len(self.teff), len(self.logg), len(self.mh), len(self.bands)
@@ -128,8 +129,9 @@ class StellarGrid:
         path = Path(path)
         if not path.exists():
             raise GridFileError(f"grid file {path} does not exist")
+        data = path.read_bytes()
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 arrays = {name: z[name] for name in _ARRAYS}
                 meta = json.loads(bytes(z["meta"]).decode())
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
@@ -137,7 +139,7 @@ class StellarGrid:
         if meta.get("format") != _FORMAT:
             raise GridFileError(f"grid file {path} has format {meta.get('format')!r}, expected {_FORMAT!r}")
         return cls(bands=tuple(meta["bands"]), systems=tuple(meta["systems"]),
-                   provenance=meta["provenance"], **arrays)
+                   provenance=meta["provenance"], sha256=hashlib.sha256(data).hexdigest(), **arrays)
 
 
 def default_grid_path() -> Path:
