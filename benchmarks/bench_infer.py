@@ -44,7 +44,7 @@ def main() -> None:
     _, sets = simulate_test_sets(sim, prior, model.observation, args.stars, args.seed, ["random"])
     inputs = sets["random"]
     posterior = load_posterior(model.run_dir)
-    sys_floor = model.observation["sys_floor"]
+    sys_floor = model.observation.sys_floor
 
     @tf.function(reduce_retracing=True)
     def library(band_index, mag, mag_err, seed):
@@ -61,7 +61,7 @@ def main() -> None:
         return model.run(inputs["band_index"], inputs["mag"], inputs["mag_err"], args.samples,
                          seed=[args.seed, i])
 
-    print(f"irisml-tf inference benchmark: model {model.path} (step {model.meta['training'].get('step')}), "
+    print(f"irisml-tf inference benchmark: model {model.path} (step {model.meta.training.step}), "
           f"{args.stars} stars × {args.samples} samples per call, median of {args.repeats}, "
           f"TF {tf.__version__}, {os.cpu_count()} CPUs, "
           f"mean {np.mean((inputs['band_index'] >= 0).sum(1)):.1f} bands/star")

@@ -47,12 +47,12 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     med, std, taus, t0 = [], [], [], time.perf_counter()
     print(f"{args.stars} stars, band set {args.band_set}, emcee 32 walkers × {args.steps} steps "
-          f"(burn {args.burn}), model {model.path} (step {model.meta['training']['step']})")
+          f"(burn {args.burn}), model {model.path} (step {model.meta.training['step']})")
     for i in range(args.stars):
         keep = x["band_index"][i] >= 0
         init = npe_init(npe["samples"][i], npe["weights"][i], 32, rng)
         res = run_mcmc(sim, prior, x["band_index"][i][keep], x["mag"][i][keep], x["mag_err"][i][keep],
-                       model.observation["sys_floor"], nsteps=args.steps, burn=args.burn,
+                       model.observation.sys_floor, nsteps=args.steps, burn=args.burn,
                        seed=[args.seed, i], init=init)
         med.append(np.median(res.samples, axis=0))
         std.append(res.samples.std(axis=0))

@@ -35,7 +35,7 @@ def time_npe(model, bi, mag, err, target_ess: float, seed: int, reps: int = 5):
 
     import numpy as np
 
-    cap = int(model.meta["max_samples"])
+    cap = int(model.meta.max_samples)
     pilot = model.run(bi, mag, err, min(2000, cap), seed)
     eff = np.maximum(pilot["efficiency"], 1e-6)
     # 1.25 × what the worst star needs (the efficiency estimate is noisy), in thousands
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     sim, prior = model.physics()
     theta, sets = simulate_test_sets(sim, prior, model.observation, stars, args.seed, [band_set])
     bi, mag, err = (sets[band_set][k] for k in ("band_index", "mag", "mag_err"))
-    sys_floor = model.observation["sys_floor"]
+    sys_floor = model.observation.sys_floor
     print(f"model {model.path}; {stars} stars from its prior, bands: {', '.join(bands)} "
           f"(observed: {int((bi >= 0).sum(1).min())}–{int((bi >= 0).sum(1).max())} per star); "
           f"target ESS {target:g}; cores {os.cpu_count()}")
@@ -87,7 +87,7 @@ def main(argv=None) -> None:
           f"→ {t_npe * 1e3:.2f} ms per star")
     if short.size:
         print(f"NPE+IS: stars {short.tolist()} reach only ESS {np.round(out['ess'][short]).tolist()} "
-              f"< {target:g} at N={n} (the cap is max_samples={model.meta['max_samples']})")
+              f"< {target:g} at N={n} (the cap is max_samples={model.meta.max_samples})")
 
     # emcee: compile both walker-batch shapes and the initialisation first (not timed)
     run_mcmc(sim, prior, bi[0], mag[0], err[0], sys_floor, nsteps=20, burn=10, seed=args.seed)

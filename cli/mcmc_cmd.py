@@ -108,7 +108,7 @@ def mcmc(catalog, rows_spec, out, model_dir, no_npe, walkers, steps, burn, init_
 
     from irisml_tf.catalog import TABLE_FORMATS, read_table, write_table
     from irisml_tf.columns import DEFAULT_ERR, match_columns, prepare_rows
-    from irisml_tf.data.observation import load_observation_config
+    from irisml_tf.data.observation import ObservationConfig
     from irisml_tf.inference.mcmc import npe_init, result_columns, run_mcmc
     from irisml_tf.physics.prior import Prior
     from irisml_tf.physics.simulator import PARAM_NAMES, Simulator
@@ -147,7 +147,7 @@ def mcmc(catalog, rows_spec, out, model_dir, no_npe, walkers, steps, burn, init_
         obs = model.observation
     else:
         sim = Simulator()
-        prior, obs = Prior(grid=sim.grid), load_observation_config()
+        prior, obs = Prior(grid=sim.grid), ObservationConfig.from_dict()
 
     match = match_columns(df.columns)
     if not match.bands:
@@ -156,12 +156,12 @@ def mcmc(catalog, rows_spec, out, model_dir, no_npe, walkers, steps, burn, init_
     click.echo(match.report(), err=True)
     sub = df.iloc[rows].reset_index(drop=True)
     try:
-        prep = prepare_rows(sub, match, bands=sim.bands, min_bands=max(obs["min_bands"], 2),
-                            err_min=obs["err_min"], err_max=obs["err_max"],
+        prep = prepare_rows(sub, match, bands=sim.bands, min_bands=max(obs.min_bands, 2),
+                            err_min=obs.err_min, err_max=obs.err_max,
                             default_err=DEFAULT_ERR if default_err is None else default_err)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--default-err") from None
-    n_cap = min(npe_samples, int(model.meta["max_samples"])) if model is not None else 0
+    n_cap = min(npe_samples, int(model.meta.max_samples)) if model is not None else 0
 
     records, kept, arrays = [], [], {"mcmc_samples": [], "npe_samples": [], "npe_weights": []}
     single = len(rows) == 1
@@ -183,7 +183,7 @@ def mcmc(catalog, rows_spec, out, model_dir, no_npe, walkers, steps, burn, init_
             if init is None:
                 rec["status"] += ";mcmc_init:prior(npe_weights_too_few)"
         try:
-            res = run_mcmc(sim, prior, bi, mag, err, obs["sys_floor"], nwalkers=walkers, nsteps=steps, burn=burn,
+            res = run_mcmc(sim, prior, bi, mag, err, obs.sys_floor, nwalkers=walkers, nsteps=steps, burn=burn,
                            seed=[seed, row], init=init, progress=single)
         except ValueError as e:  # e.g. no prior draw fits: report the row, go on
             rec["status"] += f";mcmc_failed:{e}"

@@ -77,13 +77,13 @@ def simulate_test_sets(sim, prior, observation: Mapping, n: int, seed: int, sets
     """
     import tensorflow as tf
 
-    from irisml_tf.data.observation import ObservationModel
+    from irisml_tf.data.observation import ObservationConfig, ObservationModel
     from irisml_tf.data.stream import fixed_set
 
     unknown = [s for s in sets if s not in BAND_SETS]
     if unknown:
         raise ValueError(f"unknown band set(s) {unknown}; known: {', '.join(BAND_SETS)}")
-    obs_cfg = dict(observation)
+    obs_cfg = ObservationConfig.from_dict(observation).to_dict()
     if ref_mag is not None:
         obs_cfg["ref_mag"] = [float(ref_mag[0]), float(ref_mag[1])]
     obs = ObservationModel(obs_cfg, bands=sim.bands)
@@ -280,7 +280,7 @@ def _corner_star(model, sim, prior, x, theta, samples, seed, mcmc_steps, out_dir
         # walkers start on flow draws (weight-proportional, so inside the support); the prior-based
         # start of run_mcmc if too few draws have weight
         init = npe_init(s, w, nwalkers, np.random.default_rng([int(seed), 0xC0]))
-        res = run_mcmc(sim, prior, bi[0], mag[0], err[0], model.observation["sys_floor"], nwalkers=nwalkers,
+        res = run_mcmc(sim, prior, bi[0], mag[0], err[0], model.observation.sys_floor, nwalkers=nwalkers,
                        nsteps=int(mcmc_steps), burn=int(mcmc_steps) // 4, seed=int(seed), init=init)
         draws["MCMC (emcee)"] = (res.samples, None)
         info["mcmc"] = {"nsteps": res.nsteps, "burn": res.burn, "nwalkers": res.nwalkers,
@@ -321,8 +321,8 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, *, n: int = 5000, seed:
         raise ValueError("`sets`: give at least one band set")
     model = load_model(model_dir)
     meta = model.meta
-    if not 1 <= samples <= meta["max_samples"]:
-        raise ValueError(f"`samples` must be in 1 … {meta['max_samples']} (the model's max_samples), got {samples}")
+    if not 1 <= samples <= meta.max_samples:
+        raise ValueError(f"`samples` must be in 1 … {meta.max_samples} (the model's max_samples), got {samples}")
     if tuple(model.bands) != tuple(BAND_NAMES):
         raise ValueError(f"the model's bands {model.bands} differ from this package's {BAND_NAMES}")
     if ref_mag is not None and not ref_mag[0] < ref_mag[1]:
@@ -337,11 +337,11 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, *, n: int = 5000, seed:
     result = {
         "seed": int(seed), "n": int(n), "samples": int(samples), "batch_size": int(batch_size),
         "levels": levels.tolist(),
-        "test_set": {"ref_mag": list(ref_mag or model.observation["ref_mag"]),
-                     "err_range": [model.observation["err_min"], model.observation["err_max"]],
+        "test_set": {"ref_mag": list(ref_mag or model.observation.ref_mag),
+                     "err_range": [model.observation.err_min, model.observation.err_max],
                      "bands": {s: (list(BAND_SETS[s]) if BAND_SETS[s] else "random") for s in sets}},
-        "model": {"path": str(model.path.resolve()), "step": meta["training"]["step"],
-                  "meta": meta},
+        "model": {"path": str(model.path.resolve()), "step": meta.training.step,
+                  "meta": meta.to_json()},
         "sets": {},
     }
     figs = {}
@@ -349,13 +349,13 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, *, n: int = 5000, seed:
         for set_id, s in enumerate(sets):
             bar.set_postfix_str(s)
             res = run_model(model, xs[s], theta, samples, seed, set_id, batch_size, bar)
-            entry, figs[s] = set_metrics(theta, res, xs[s], levels, sbc_ranks, sbc_bins, meta["flag_bits"],
-                                         model.observation["err_max"])
+            entry, figs[s] = set_metrics(theta, res, xs[s], levels, sbc_ranks, sbc_bins, meta.flag_bits,
+                                         model.observation.err_max)
             result["sets"][s] = entry
             figs[s]["res"] = res
             _write_stars(write_table, out_dir / f"stars_{s}.parquet", theta, res)
 
-    corner_n = min(int(corner_samples), meta["max_samples"])
+    corner_n = min(int(corner_samples), meta.max_samples)
     result["corner"] = dict(set=sets[0], **_corner_star(model, sim, prior, xs[sets[0]], theta, corner_n,
                                                           seed, mcmc_steps, out_dir, plots))
     if plots:

@@ -135,7 +135,7 @@ def _settings(catalog: Path, model, num_samples, seed, chunk_size, default_err, 
     stat = catalog.stat()
     return {"format": _FORMAT, "input": str(catalog.resolve()), "input_size": stat.st_size,
             "input_mtime_ns": stat.st_mtime_ns, "model": str(Path(model.path).resolve()),
-            "model_step": model.meta["training"]["step"],
+            "model_step": model.meta.training.step,
             "num_samples": num_samples, "seed": seed, "chunk_size": chunk_size,
             "default_err": default_err, "max_batch_elements": max_batch_elements,
             "save_samples": str(Path(save_samples).resolve()) if save_samples else None}
@@ -147,12 +147,12 @@ class _Runner:
     def __init__(self, model, match: ColumnMatch, renamed, *, num_samples, seed, default_err,
                  max_batch_elements, want_samples):
         obs = model.observation
-        check_default_err(default_err, obs["err_min"], obs["err_max"])
+        check_default_err(default_err, obs.err_min, obs.err_max)
         self.model, self.match, self.renamed = model, match, renamed
         self.params = model.param_names
-        self.prep_options = dict(bands=model.bands, min_bands=obs["min_bands"], err_min=obs["err_min"],
-                                 err_max=obs["err_max"], default_err=default_err)
-        self.flag_bits = model.meta["flag_bits"]
+        self.prep_options = dict(bands=model.bands, min_bands=obs.min_bands, err_min=obs.err_min,
+                                 err_max=obs.err_max, default_err=default_err)
+        self.flag_bits = model.meta.flag_bits
         self.num_samples, self.seed = num_samples, seed
         self.batch = max(1, max_batch_elements // num_samples)
         self.want_samples = want_samples
@@ -287,7 +287,7 @@ def infer_catalog(model, catalog, out, *, num_samples: int = DEFAULT_NUM_SAMPLES
         raise ValueError(f"`max_batch_elements` must be ≥ 1, got {max_batch_elements}")
     if not isinstance(model, ExportedModel):
         model = load_model(model)
-    max_n = int(model.meta["max_samples"])
+    max_n = int(model.meta.max_samples)
     if not 1 <= num_samples <= max_n:
         raise ValueError(f"`num_samples` must be in 1 … {max_n} (the model's max_samples), got {num_samples}")
 

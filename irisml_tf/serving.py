@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +33,8 @@ import tensorflow as tf
 
 from irisml_tf.inference.summaries import SUMMARY_NAMES
 
-__all__ = ["export_model", "load_model", "ExportedModel", "default_model_path", "SIGNATURE",
-           "OUTPUT_KEYS", "META_FILE"]
+__all__ = ["export_model", "load_model", "ExportedModel", "ModelMeta", "TrainingRecord",
+           "default_model_path", "SIGNATURE", "OUTPUT_KEYS", "META_FILE"]
 
 SIGNATURE = "serving_default"
 META_FILE = "irisml.json"
@@ -44,6 +46,64 @@ _SPEC = [tf.TensorSpec([None, None], tf.int32, name="band_index"),
          tf.TensorSpec([None, None], tf.float32, name="mag_err"),
          tf.TensorSpec([], tf.int32, name="num_samples"),
          tf.TensorSpec([2], tf.int32, name="seed")]
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How far the exported run trained (``metrics.json`` of the run at export time)."""
+
+    status: str | None = None  # "complete", "interrupted", …
+    step: int | None = None
+    steps_total: int | None = None
+    num_parameters: int | None = None
+    session_wall_seconds: float | None = None
+    validation: Mapping | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """``assets/irisml.json``: what a client needs besides the graph."""
+
+    bands: tuple[str, ...]
+    param_names: tuple[str, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    max_samples: int
+    flag_bits: Mapping[str, int]
+    grid_sha256: str
+    config: Mapping  # the run's resolved config (model, observation, prior, training)
+    training: TrainingRecord = field(default_factory=TrainingRecord)
+    run_dir: str = ""
+    signature: str = SIGNATURE
+    irisml_tf_version: str = ""
+    tensorflow_version: str = ""
+    format: int = 1
+
+    @property
+    def observation(self):
+        """The run's resolved :class:`~irisml_tf.data.observation.ObservationConfig`."""
+        from irisml_tf.data.observation import ObservationConfig
+
+        return ObservationConfig.from_dict(self.config["observation"])
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> "ModelMeta":
+        d = dict(d)
+        tr = {k: v for k, v in (d.pop("training", None) or {}).items() if k in TrainingRecord.__dataclass_fields__}
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in ("bands", "param_names", "lower", "upper"):
+            known[k] = tuple(known[k])
+        return cls(training=TrainingRecord(**tr), **known)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for k in ("bands", "param_names", "lower", "upper"):
+            d[k] = list(d[k])
+        return d
 
 
 def default_model_path() -> Path:
@@ -75,7 +135,7 @@ class _Serving(tf.Module):
         return {k: out[k] for k in OUTPUT_KEYS}
 
 
-def _meta(run_dir: Path, config: dict, simulator, prior, max_samples: int) -> dict:
+def _meta(run_dir: Path, config: dict, simulator, prior, max_samples: int) -> ModelMeta:
     from importlib.metadata import version
 
     from irisml_tf.inference.flags import FLAG_BITS
@@ -83,23 +143,13 @@ def _meta(run_dir: Path, config: dict, simulator, prior, max_samples: int) -> di
 
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    return {
-        "format": 1,
-        "irisml_tf_version": version("irisml-tf"),
-        "tensorflow_version": tf.__version__,
-        "signature": SIGNATURE,
-        "bands": list(simulator.bands),
-        "param_names": list(PARAM_NAMES),
-        "lower": [float(v) for v in prior.lower],
-        "upper": [float(v) for v in prior.upper],
-        "max_samples": int(max_samples),
-        "flag_bits": dict(FLAG_BITS),
-        "grid_sha256": simulator.grid.sha256,
-        "run_dir": str(run_dir),
-        "training": {k: metrics.get(k) for k in ("status", "step", "steps_total", "num_parameters",
-                                                 "session_wall_seconds", "validation")},
-        "config": config,
-    }
+    return ModelMeta(
+        irisml_tf_version=version("irisml-tf"), tensorflow_version=tf.__version__,
+        bands=tuple(simulator.bands), param_names=tuple(PARAM_NAMES),
+        lower=tuple(float(v) for v in prior.lower), upper=tuple(float(v) for v in prior.upper),
+        max_samples=int(max_samples), flag_bits=dict(FLAG_BITS), grid_sha256=simulator.grid.sha256,
+        run_dir=str(run_dir), config=config,
+        training=TrainingRecord(**{k: metrics.get(k) for k in TrainingRecord.__dataclass_fields__}))
 
 
 def export_model(run_dir: str | Path, out_dir: str | Path, *, max_samples: int = 20000,
@@ -130,7 +180,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_samples: int =
     shutil.copyfile(run_dir / "config.yaml", out_dir / "assets" / "run" / "config.yaml")
     posterior.save_weights(str(out_dir / "assets" / "run" / "final.weights.h5"))
     meta = _meta(run_dir, config, simulator, prior, max_samples)
-    (out_dir / "assets" / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    (out_dir / "assets" / META_FILE).write_text(json.dumps(meta.to_json(), indent=1) + "\n")
     return out_dir
 
 
@@ -152,17 +202,17 @@ class ExportedModel:
         if not (self.path / "saved_model.pb").exists() or not meta_path.exists():
             raise FileNotFoundError(f"{self.path} is not an exported irisml-tf model (needs saved_model.pb "
                                     f"and assets/{META_FILE}; make one with `irisml-tf export RUN_DIR OUT_DIR`)")
-        self.meta = json.loads(meta_path.read_text())
-        self.bands = tuple(self.meta["bands"])
-        self.param_names = tuple(self.meta["param_names"])
+        self.meta = ModelMeta.from_json(json.loads(meta_path.read_text()))
+        self.bands = self.meta.bands
+        self.param_names = self.meta.param_names
         self.run_dir = self.path / "assets" / "run"
         self._fn = None  # the graph, loaded on the first run()
         self._physics: dict = {}
 
     @property
-    def observation(self) -> dict:
-        """The run's resolved observation config: min_bands, err_min, err_max, sys_floor, …"""
-        return self.meta["config"]["observation"]
+    def observation(self):
+        """The run's resolved :class:`~irisml_tf.data.observation.ObservationConfig`."""
+        return self.meta.observation
 
     def physics(self, grid: str | Path | None = None):
         """(Simulator, Prior) the model was trained with: its grid (default: the shipped one; its
@@ -174,10 +224,10 @@ class ExportedModel:
         key = str(grid)
         if key not in self._physics:
             g = load_grid(grid)
-            if g.sha256 != self.meta["grid_sha256"]:
+            if g.sha256 != self.meta.grid_sha256:
                 raise ValueError(f"grid {grid or 'shipped'} (sha256 {g.sha256[:12]}…) is not the grid the model "
-                                 f"was exported with (sha256 {self.meta['grid_sha256'][:12]}…)")
-            self._physics[key] = Simulator(g), Prior(self.meta["config"]["prior"], g)
+                                 f"was exported with (sha256 {self.meta.grid_sha256[:12]}…)")
+            self._physics[key] = Simulator(g), Prior(self.meta.config["prior"], g)
         return self._physics[key]
 
     def run(self, band_index, mag, mag_err, num_samples: int, seed=0) -> dict[str, np.ndarray]:
@@ -186,8 +236,8 @@ class ExportedModel:
         if band_index.ndim != 2:
             raise ValueError(f"`band_index` must be [B, K], got shape {band_index.shape}")
         num_samples = int(num_samples)
-        if not 1 <= num_samples <= self.meta["max_samples"]:
-            raise ValueError(f"`num_samples` must be in 1 … {self.meta['max_samples']}, got {num_samples}")
+        if not 1 <= num_samples <= self.meta.max_samples:
+            raise ValueError(f"`num_samples` must be in 1 … {self.meta.max_samples}, got {num_samples}")
         if band_index.shape[0] == 0:
             return self._empty(num_samples)
         if self._fn is None:
@@ -251,7 +301,7 @@ def check_export(out_dir: str | Path, *, num_stars: int = 8, num_samples: int = 
     inputs = {k: stars[k] for k in ("band_index", "mag", "mag_err")}
     seed2 = np.array([seed, 1], np.int32)
     ref = run_importance_sampling(load_posterior(model.run_dir), sim, prior, inputs, num_samples, seed2,
-                                  model.observation["sys_floor"])
+                                  model.observation.sys_floor)
     with tempfile.TemporaryDirectory() as tmp:
         args, res = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(args, num_samples=num_samples, seed=seed2, **inputs)

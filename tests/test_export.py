@@ -26,13 +26,13 @@ def test_meta_and_outputs(tiny_model):
     from irisml_tf.physics.simulator import PARAM_NAMES
 
     assert tiny_model.bands == tuple(BAND_NAMES) and tiny_model.param_names == tuple(PARAM_NAMES)
-    assert tiny_model.observation["min_bands"] == 3 and tiny_model.meta["training"]["step"] == TINY["training"]["steps"]
+    assert tiny_model.observation.min_bands == 3 and tiny_model.meta.training.step == TINY["training"]["steps"]
     out = tiny_model.run(BI, MAG, ERR, 100, seed=3)
     assert set(out) == set(OUTPUT_KEYS)
     assert out["samples"].shape == (2, 100, 5) and out["median"].shape == (2, 5)
     assert out["n_bands"].tolist() == [6, 3]
     np.testing.assert_allclose(out["weights"].sum(1), 1.0, rtol=1e-5)
-    lo, hi = np.array(tiny_model.meta["lower"]), np.array(tiny_model.meta["upper"])
+    lo, hi = np.array(tiny_model.meta.lower), np.array(tiny_model.meta.upper)
     assert np.all((out["samples"] >= lo) & (out["samples"] <= hi))
 
 
@@ -66,7 +66,7 @@ def test_seeds_and_bad_entries_as_pads(tiny_model):
 
 def test_run_validates_and_handles_empty(tiny_model):
     with pytest.raises(ValueError, match="num_samples"):
-        tiny_model.run(BI, MAG, ERR, tiny_model.meta["max_samples"] + 1)
+        tiny_model.run(BI, MAG, ERR, tiny_model.meta.max_samples + 1)
     with pytest.raises(ValueError, match="band_index"):
         tiny_model.run([0, 1], [1.0, 2.0], [0.1, 0.1], 10)
     empty = tiny_model.run(np.zeros((0, 3), np.int32), np.zeros((0, 3)), np.zeros((0, 3)), 10)
@@ -102,7 +102,7 @@ def test_cli_export(tiny_run, tmp_path):
     out = tmp_path / "m"
     res = CliRunner().invoke(main, ["export", str(tiny_run), str(out), "--no-check", "--max-samples", "500"])
     assert res.exit_code == 0, res.output
-    assert (out / "saved_model.pb").exists() and load_model(out).meta["max_samples"] == 500
+    assert (out / "saved_model.pb").exists() and load_model(out).meta.max_samples == 500
     res = CliRunner().invoke(main, ["export", str(tiny_run), str(out), "--no-check"])
     assert res.exit_code != 0 and "--overwrite" in res.output
     res = CliRunner().invoke(main, ["export", str(tmp_path), str(tmp_path / "x")])

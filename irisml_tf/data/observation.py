@@ -33,13 +33,15 @@ Batches are pure functions of a stateless seed. Outputs are padded to all bands:
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from ..physics.bands import BAND_NAMES, BANDS, SURVEYS, get_band
 
-__all__ = ["ObservationModel", "DEFAULT_OBSERVATION", "load_observation_config"]
+__all__ = ["ObservationModel", "ObservationConfig", "DEFAULT_OBSERVATION", "load_observation_config"]
 
 DEFAULT_OBSERVATION = {
     "ref_mag": [8.0, 20.0],
@@ -123,25 +125,54 @@ def load_observation_config(user: dict | None = None) -> dict:
     return cfg
 
 
+@dataclass(frozen=True)
+class ObservationConfig:
+    """The resolved, validated observation settings (module docstring; defaults in
+    :data:`DEFAULT_OBSERVATION`). Build with :meth:`from_dict`; ``to_dict`` gives the plain form
+    stored in configs and ``assets/irisml.json``."""
+
+    ref_mag: tuple[float, float]
+    sys_floor: float
+    err_min: float
+    err_max: float
+    err_scatter: float
+    min_bands: int
+    p_north: float
+    p_band_drop: float
+    p_random_subset: float
+    surveys: Mapping  # survey → {floor, depth: {band: mag}, p_north, p_south}
+
+    @classmethod
+    def from_dict(cls, user: "Mapping | ObservationConfig | None" = None) -> "ObservationConfig":
+        """Defaults overridden by ``user`` (validated by :func:`load_observation_config`)."""
+        if isinstance(user, ObservationConfig):
+            return user
+        c = load_observation_config(copy.deepcopy(dict(user or {})))
+        return cls(**dict(c, ref_mag=tuple(float(v) for v in c["ref_mag"])))
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), ref_mag=list(self.ref_mag), surveys=copy.deepcopy(dict(self.surveys)))
+
+
 class ObservationModel(tf.Module):
     """``obs(mags, valid, seed)`` → dict(band_index int32 (B, NB), mag, mag_err float32 (B, NB))
     for simulator output ``mags``/``valid`` (B, NB) over ``bands``; also returns nothing else —
     θ is the caller's."""
 
-    def __init__(self, config: dict | None = None, bands=BAND_NAMES, name: str = "observation"):
+    def __init__(self, config: Mapping | ObservationConfig | None = None, bands=BAND_NAMES,
+                 name: str = "observation"):
         super().__init__(name=name)
-        self.config = load_observation_config(config)
-        c = self.config
+        self.config = c = ObservationConfig.from_dict(config)
         self.bands = tuple(bands)
-        self.sys_floor = float(c["sys_floor"])
-        self.min_bands = min(int(c["min_bands"]), len(self.bands))
+        self.sys_floor = float(c.sys_floor)
+        self.min_bands = min(int(c.min_bands), len(self.bands))
         surveys = [get_band(b).survey for b in self.bands]
         order = [s for s in SURVEYS if s in surveys]
         self._survey_of = tf.constant([order.index(s) for s in surveys], tf.int32)
-        self._p_north = tf.constant([c["surveys"][s]["p_north"] for s in order], tf.float32)
-        self._p_south = tf.constant([c["surveys"][s]["p_south"] for s in order], tf.float32)
-        self._floor = tf.constant([c["surveys"][s]["floor"] for s in surveys], tf.float32)
-        self._depth = tf.constant([c["surveys"][s]["depth"][b] for b, s in zip(self.bands, surveys)], tf.float32)
+        self._p_north = tf.constant([c.surveys[s]["p_north"] for s in order], tf.float32)
+        self._p_south = tf.constant([c.surveys[s]["p_south"] for s in order], tf.float32)
+        self._floor = tf.constant([c.surveys[s]["floor"] for s in surveys], tf.float32)
+        self._depth = tf.constant([c.surveys[s]["depth"][b] for b, s in zip(self.bands, surveys)], tf.float32)
         self._nsurvey = len(order)
 
     @tf.function(reduce_retracing=True)
@@ -156,25 +187,25 @@ class ObservationModel(tf.Module):
         validf = tf.cast(valid, tf.float32)
         count = tf.maximum(tf.reduce_sum(validf, 1, keepdims=True), 1.0)
         ref = tf.reduce_sum(tf.where(valid, mags, 0.0), 1, keepdims=True) / count
-        lo, hi = c["ref_mag"]
+        lo, hi = c.ref_mag
         mu = lo + (hi - lo) * u(0, [n, 1]) - ref
         app = mags + mu
-        scatter = tf.exp(c["err_scatter"] * tf.random.stateless_normal([n, nb], seeds[1]))
+        scatter = tf.exp(c.err_scatter * tf.random.stateless_normal([n, nb], seeds[1]))
         stat = 0.2 * tf.pow(10.0, 0.4 * (app - self._depth)) * scatter
         sigma = tf.sqrt(tf.square(self._floor) + tf.square(stat))
-        detected = valid & (sigma <= c["err_max"])
-        sigma = tf.clip_by_value(sigma, c["err_min"], c["err_max"])
+        detected = valid & (sigma <= c.err_max)
+        sigma = tf.clip_by_value(sigma, c.err_min, c.err_max)
         # survey blocks
-        north = u(2, [n, 1]) < c["p_north"]
+        north = u(2, [n, 1]) < c.p_north
         p_survey = tf.where(north, self._p_north, self._p_south)  # (n, S)
         survey_on = u(3, [n, self._nsurvey]) < p_survey
-        present = tf.gather(survey_on, self._survey_of, axis=1) & (u(4, [n, nb]) >= c["p_band_drop"])
+        present = tf.gather(survey_on, self._survey_of, axis=1) & (u(4, [n, nb]) >= c.p_band_drop)
         # or a random subset of random size
         size = tf.floor(u(5, [n, 1]) * nb) + 1.0
         keys = u(6, [n, nb])
         rank = tf.argsort(tf.argsort(keys, axis=1), axis=1)
         random_subset = tf.cast(rank, tf.float32) < size
-        use_random = u(7, [n, 1]) < c["p_random_subset"]
+        use_random = u(7, [n, 1]) < c.p_random_subset
         present = tf.where(use_random, random_subset, present) & detected
         # at least min_bands: add detected bands (random priority) until there are enough
         score = tf.where(detected, keys + 2.0 * tf.cast(present, tf.float32), -1.0)
