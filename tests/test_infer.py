@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from irisml_tf.app.infer import infer_catalog, output_columns
 from irisml_tf.catalog import read_table, write_table
 from irisml_tf.columns import count_status
-from irisml_tf.infer import infer_catalog, output_columns
 
 from test_columns import BAD_COUNTS, BAD_EXPECTED
 
