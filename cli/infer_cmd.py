@@ -86,7 +86,7 @@ def _speed(summary) -> str:
     """Rows inferred in this run per second of inference, e.g. ``40 inferred, 7.4 rows/s``."""
     rate = summary.rows_per_second
     if rate is None:
-        return "none inferred in this run: rows/s n/a"
+        return "no rows inferred in this run, rows/s n/a"
     if rate >= 100:
         text = f"{rate:.0f}"
     elif rate >= 1:

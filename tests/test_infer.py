@@ -247,8 +247,8 @@ def test_training_warning(tiny_model, stars, tmp_path):
     said = []
     infer_catalog(stopped, tmp_path / "in.csv", tmp_path / "out.csv", echo=said.append, **OPTS)
     warnings = [m for m in said if m.startswith("warning:")]
-    assert warnings == ["warning: this model's training did not complete (status `interrupted` at step 12 of 40): "
-                        "its posteriors may be less accurate than a fully trained model's"]
+    assert warnings == [("warning: this model's training did not complete (status `interrupted` at step 12 of 40): "
+                         "its posteriors may be less accurate than a fully trained model's")]
 
 
 def test_cli_progress_lines_in_a_log(tiny_export, stars, tmp_path):
@@ -300,7 +300,7 @@ def test_cli_speed_text():
 
     from irisml_tf.cli.infer_cmd import _speed
 
-    assert _speed(SimpleNamespace(rows_per_second=None, inferred_now=0)) == "none inferred in this run: rows/s n/a"
+    assert _speed(SimpleNamespace(rows_per_second=None, inferred_now=0)) == "no rows inferred in this run, rows/s n/a"
     assert _speed(SimpleNamespace(rows_per_second=0.4866, inferred_now=3)) == "3 inferred, 0.49 rows/s"
     assert _speed(SimpleNamespace(rows_per_second=6.66, inferred_now=40)) == "40 inferred, 6.7 rows/s"
     assert _speed(SimpleNamespace(rows_per_second=1234.5, inferred_now=10**5)) == "100000 inferred, 1234 rows/s"
