@@ -33,9 +33,11 @@ outside -5…32 mag, text, flux ≤ 0, error above the model's err_max) | defaul
 not reported. A table of rows per status ends the run.
 
 \b
-Runs in chunks of --chunk-size rows (bounded memory), with a progress bar. An interrupted run
-keeps its finished chunks in <out>.parts/; rerun with --resume to continue. The same --seed and
---chunk-size give identical output, resumed or not.""")
+Runs in chunks of --chunk-size rows (bounded memory), with a progress bar on a terminal (a few
+plain progress lines when stderr goes to a file or a log). An interrupted run keeps its finished
+chunks in <out>.parts/; rerun with --resume to continue. The same --seed and --chunk-size give
+identical output, resumed or not. A model whose training did not complete is used with a
+warning.""")
 @click.argument("catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Exported SavedModel directory (`irisml-tf export`). Default: the shipped model "
@@ -54,9 +56,9 @@ keeps its finished chunks in <out>.parts/; rerun with --resume to continue. The 
 @click.option("--default-err", type=float, default=0.05, show_default=True,
               help="1σ error (mag) assumed for a good magnitude whose error is missing, ≤ 0, NaN or a sentinel.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from <out>.parts/.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bar (or progress lines).")
 def infer(catalog, model_dir, out, num_samples, seed, chunk_size, save_samples, default_err, resume, quiet) -> None:
-    from irisml_tf.infer import infer_catalog
+    from irisml_tf.app.infer import InferOptions, infer_catalog
     from irisml_tf.serving import default_model_path, load_model
 
     if model_dir is None:
@@ -66,16 +68,29 @@ def infer(catalog, model_dir, out, num_samples, seed, chunk_size, save_samples, 
                                    "(an `irisml-tf export` directory) or set $IRISML_TF_MODEL")
     try:
         model = load_model(model_dir)
-        summary = infer_catalog(model, catalog, out, num_samples=num_samples, seed=seed, chunk_size=chunk_size,
-                                save_samples=save_samples, resume=resume, progress=not quiet,
-                                default_err=default_err, echo=click.echo)
+        options = InferOptions(num_samples=num_samples, seed=seed, chunk_size=chunk_size, save_samples=save_samples,
+                               resume=resume, default_err=default_err)
+        summary = infer_catalog(model, catalog, out, options, progress=not quiet, echo=click.echo)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted: finished chunks are kept in {out}.parts/; "
                                    "rerun the same command with --resume to continue") from None
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.table())
-    rate = summary.rows / summary.seconds if summary.seconds > 0 else float("nan")
-    click.echo(f"wrote {summary.rows} rows to {summary.out} ({summary.seconds:.1f} s, {rate:.0f} rows/s)")
+    click.echo(f"wrote {summary.rows} rows to {summary.out} in {summary.seconds:.1f} s ({_speed(summary)})")
     if summary.samples is not None:
         click.echo(f"wrote samples to {summary.samples}")
+
+
+def _speed(summary) -> str:
+    """Rows inferred in this run per second of inference, e.g. ``40 inferred, 7.4 rows/s``."""
+    rate = summary.rows_per_second
+    if rate is None:
+        return "no rows inferred in this run, rows/s n/a"
+    if rate >= 100:
+        text = f"{rate:.0f}"
+    elif rate >= 1:
+        text = f"{rate:.1f}"
+    else:
+        text = f"{rate:.2g}"
+    return f"{summary.inferred_now} inferred, {text} rows/s"

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["write_table", "read_table", "iter_table", "count_rows", "TableWriter", "TABLE_FORMATS",
-           "table_suffix"]
+__all__ = ["write_table", "read_table", "iter_table", "TableChunks", "count_rows", "TableWriter",
+           "TABLE_FORMATS", "table_suffix"]
 
 TABLE_FORMATS = (".parquet", ".csv", ".fits", ".ecsv", ".vot", ".xml")
 _ASTROPY = {".fits": "fits", ".ecsv": "ascii.ecsv", ".vot": "votable", ".xml": "votable"}
@@ -85,73 +85,104 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return _read_astropy(path, suffix)
 
 
-def _raw_chunks(path: Path, suffix: str, chunk_size: int) -> Iterator[pd.DataFrame]:
-    if suffix == ".csv":
-        with open(path, "rb") as f:
-            blank = not f.read(4096).strip()
-        if blank:
-            yield pd.DataFrame()  # an empty file: no columns, no rows
-            return
-        with pd.read_csv(path, chunksize=chunk_size) as reader:
-            first = True
-            for chunk in reader:
-                first = False
-                yield chunk
-            if first:  # header only
-                yield pd.read_csv(path, nrows=0)
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+class TableChunks:
+    """The chunks of :func:`iter_table`, an iterator that also says how many rows the table has
+    once that costs nothing more: :attr:`rows` is set from the Parquet metadata at once, and for
+    FITS, ECSV and VOTable (read whole) when the first chunk has been read; for CSV it stays None
+    (:func:`count_rows` counts the lines)."""
 
-        pf = pq.ParquetFile(path)
-        yield pf.schema_arrow.empty_table().to_pandas()
-        for batch in pf.iter_batches(batch_size=chunk_size):
-            yield batch.to_pandas()
-    else:
-        df = _read_astropy(path, suffix)
-        yield df.iloc[:0]
-        for start in range(0, len(df), chunk_size):
-            yield df.iloc[start:start + chunk_size]
+    def __init__(self, path: Path, suffix: str, chunk_size: int):
+        self.path, self.suffix, self.chunk_size = path, suffix, chunk_size
+        self.rows: int | None = None
+        self._chunks = self._exact_chunks()
+
+    def __iter__(self) -> TableChunks:
+        return self
+
+    def __next__(self) -> pd.DataFrame:
+        return next(self._chunks)
+
+    def _raw_chunks(self) -> Iterator[pd.DataFrame]:
+        path, chunk_size = self.path, self.chunk_size
+        if self.suffix == ".csv":
+            yield from _csv_chunks(path, chunk_size)
+        elif self.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            self.rows = pf.metadata.num_rows
+            yield pf.schema_arrow.empty_table().to_pandas()
+            for batch in pf.iter_batches(batch_size=chunk_size):
+                yield batch.to_pandas()
+        else:
+            df = _read_astropy(path, self.suffix)
+            self.rows = len(df)
+            yield df.iloc[:0]
+            for start in range(0, len(df), chunk_size):
+                yield df.iloc[start:start + chunk_size]
+
+    def _exact_chunks(self) -> Iterator[pd.DataFrame]:
+        """Re-cut the reader's pieces into chunks of exactly ``chunk_size`` rows."""
+        chunk_size = self.chunk_size
+        buffer: list[pd.DataFrame] = []
+        have = start = 0
+        columns = None
+        for part in self._raw_chunks():
+            if columns is None:
+                columns = part.iloc[:0]
+            if not len(part):
+                continue
+            buffer.append(part)
+            have += len(part)
+            while have >= chunk_size:
+                df = pd.concat(buffer, ignore_index=True) if len(buffer) > 1 else buffer[0].reset_index(drop=True)
+                out, rest = df.iloc[:chunk_size], df.iloc[chunk_size:]
+                out.index = pd.RangeIndex(start, start + chunk_size)
+                start += chunk_size
+                yield out
+                buffer, have = ([rest] if len(rest) else []), len(rest)
+        if have:
+            df = pd.concat(buffer, ignore_index=True) if len(buffer) > 1 else buffer[0].reset_index(drop=True)
+            df.index = pd.RangeIndex(start, start + len(df))
+            yield df
+        elif start == 0:
+            yield columns if columns is not None else pd.DataFrame()
 
 
-def iter_table(path: str | Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+def _csv_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    with open(path, "rb") as f:
+        blank = not f.read(4096).strip()
+    if blank:
+        yield pd.DataFrame()  # an empty file: no columns, no rows
+        return
+    with pd.read_csv(path, chunksize=chunk_size) as reader:
+        first = True
+        for chunk in reader:
+            first = False
+            yield chunk
+        if first:  # header only
+            yield pd.read_csv(path, nrows=0)
+
+
+def iter_table(path: str | Path, chunk_size: int) -> TableChunks:
     """Chunks of exactly ``chunk_size`` rows (the last one shorter), in file order, each with a
     RangeIndex of its rows' positions in the file (0-based). The first chunk may be empty (a
     header-only or empty file gives one empty chunk, with the header's columns if any); chunk
-    boundaries are the same whatever the format, so chunk i holds rows i·chunk_size onwards."""
+    boundaries are the same whatever the format, so chunk i holds rows i·chunk_size onwards.
+    The iterator's ``rows`` is the table's row count where known (:class:`TableChunks`)."""
     path = Path(path)
     suffix = _suffix(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     if chunk_size < 1:
         raise ValueError(f"`chunk_size` must be ≥ 1, got {chunk_size}")
-    buffer: list[pd.DataFrame] = []
-    have = start = 0
-    columns = None
-    for part in _raw_chunks(path, suffix, chunk_size):
-        if columns is None:
-            columns = part.iloc[:0]
-        if not len(part):
-            continue
-        buffer.append(part)
-        have += len(part)
-        while have >= chunk_size:
-            df = pd.concat(buffer, ignore_index=True) if len(buffer) > 1 else buffer[0].reset_index(drop=True)
-            out, rest = df.iloc[:chunk_size], df.iloc[chunk_size:]
-            out.index = pd.RangeIndex(start, start + chunk_size)
-            start += chunk_size
-            yield out
-            buffer, have = ([rest] if len(rest) else []), len(rest)
-    if have:
-        df = pd.concat(buffer, ignore_index=True) if len(buffer) > 1 else buffer[0].reset_index(drop=True)
-        df.index = pd.RangeIndex(start, start + len(df))
-        yield df
-    elif start == 0:
-        yield columns if columns is not None else pd.DataFrame()
+    return TableChunks(path, suffix, chunk_size)
 
 
 def count_rows(path: str | Path) -> int | None:
     """Number of data rows, cheaply: Parquet metadata, FITS header, a line count for CSV (exact
-    unless quoted fields hold line breaks); None for ECSV/VOTable (would need a full parse)."""
+    unless quoted fields hold line breaks); None for ECSV/VOTable (would need a full parse: those
+    are read whole by :func:`iter_table`, whose ``rows`` then holds the count)."""
     path = Path(path)
     suffix = _suffix(path)
     if suffix == ".parquet":

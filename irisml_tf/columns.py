@@ -301,89 +301,138 @@ def prepare_rows(df: pd.DataFrame, match: ColumnMatch, *, min_bands: int, err_mi
     mags = np.zeros((r, k), np.float64)
     errs = np.zeros((r, k), np.float64)
     good = np.zeros((r, k), bool)
-    events: list[tuple[int, np.ndarray, str]] = []  # (band slot, rows, code)
-
-    def note(j, rows, action, reason):
-        if rows.any():
-            events.append((j, rows, f"{action}:{used[j].band}={reason}"))
-
+    notes: list[tuple[np.ndarray, str]] = []  # (rows, code), band after band
     for j, bc in enumerate(used):
-        zp = get_band(bc.band).flux_zero_point
-        flux = text_flux = None
-        if bc.flux:
-            flux, text_flux = _numeric(df[bc.flux])
-        if bc.mag:
-            m, text = _numeric(df[bc.mag])
-            bad_inf = np.isinf(m)
-            bad_sent = _is_sentinel(m)
-            bad_range = np.isfinite(m) & ~bad_sent & ((m < mag_range[0]) | (m > mag_range[1]))
-            note(j, text, "dropped", "text")
-            note(j, bad_inf, "dropped", "inf")
-            note(j, bad_sent, "dropped", "sentinel")
-            note(j, bad_range, "dropped", "out_of_range")
-            ok = np.isfinite(m) & ~bad_sent & ~bad_range
-        else:
-            m = flux_to_mag(flux, zp)
-            note(j, text_flux, "dropped", "text")
-            note(j, np.isinf(flux), "dropped", "inf")
-            note(j, np.isfinite(flux) & (flux <= 0), "dropped", "nonpositive_flux")
-            ok = np.isfinite(m)
-
-        # the error, where the magnitude is good
-        if bc.err:
-            e, text_e = _numeric(df[bc.err])
-            sent_e = _is_sentinel(e)
-        elif bc.flux_over_error:
-            foe, text_e = _numeric(df[bc.flux_over_error])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                e = np.where(foe > 0, _MAG_PER_LN / foe, np.where(np.isnan(foe), np.nan, -1.0))
-            e = np.where(np.isposinf(foe), 0.0, e)  # infinite S/N: raised to err_min below
-            sent_e = np.zeros(r, bool)
-        elif bc.flux_err:
-            fe, text_e = _numeric(df[bc.flux_err])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                e = np.where(flux > 0, _MAG_PER_LN * fe / np.where(flux > 0, flux, 1.0), np.nan)
-            sent_e = np.zeros(r, bool)
-        else:
-            e = np.full(r, np.nan)
-            text_e = sent_e = np.zeros(r, bool)
-        huge = ok & ~sent_e & ((e > err_max) | np.isposinf(e))
-        note(j, huge, "dropped", "err_above_max")
-        ok &= ~huge
-        if not (bc.err or bc.flux_over_error or bc.flux_err):
-            note(j, ok, "default_err", "no_err_column")
-            e = np.full(r, default_err)
-        else:
-            reasons = (("text_err", ok & text_e), ("sentinel_err", ok & sent_e),
-                       ("nan_err", ok & ~text_e & np.isnan(e)),
-                       ("nonpositive_err", ok & ~sent_e & (e <= 0)))
-            missing = np.zeros(r, bool)
-            for reason, rows in reasons:
-                rows = rows & ~missing
-                note(j, rows, "default_err", reason)
-                missing |= rows
-            e = np.where(missing, default_err, e)
-        mags[:, j] = np.where(ok, m, 0.0)
-        errs[:, j] = np.where(ok, np.clip(e, err_min, err_max), 0.0)
+        band = _read_band(df, bc, mag_range)
+        ok, err = _settle_errors(band, err_min=err_min, err_max=err_max, default_err=default_err)
+        mags[:, j] = np.where(ok, band.mag, 0.0)
+        errs[:, j] = np.where(ok, err, 0.0)
         good[:, j] = ok
-
+        notes += band.notes
     n_bands = good.sum(axis=1).astype(np.int32)
     skip = n_bands < min_bands
-    codes: list[list[str]] = [[] for _ in range(r)]
-    for j, rows, code in sorted(events, key=lambda ev: ev[0]):
-        for i in np.flatnonzero(rows):
-            codes[i].append(code)
+    codes = _row_codes(notes, r)
     for i in np.flatnonzero(skip):
         codes[i].append(f"skipped:too_few_bands({n_bands[i]}<{min_bands})")
+    index = np.array([bands.index(bc.band) for bc in used], np.int32)
+    band_index, mag, mag_err = _left_pack(good, index, mags, errs)
+    return Prepared(band_index, mag, mag_err, n_bands, skip, codes)
 
-    # left-pack the good bands of each row, in registry order
+
+@dataclass
+class _BandValues:
+    """One band's values for R rows as read from its columns (float64 / bool [R]).
+
+    mag: magnitudes, usable where ``ok``; err: 1σ errors as given (NaN: none; from the flux
+    columns for Gaia fluxes); err_text / err_sentinel: the error cell held text / a sentinel;
+    has_err: the band has an error (or flux error) column; notes: (rows, code) of what was wrong,
+    in the order the codes are reported.
+    """
+
+    band: str
+    mag: np.ndarray
+    ok: np.ndarray
+    err: np.ndarray
+    err_text: np.ndarray
+    err_sentinel: np.ndarray
+    has_err: bool
+    notes: list[tuple[np.ndarray, str]] = field(default_factory=list)
+
+    def note(self, rows: np.ndarray, action: str, reason: str) -> None:
+        if rows.any():
+            self.notes.append((rows, f"{action}:{self.band}={reason}"))
+
+
+def _read_band(df: pd.DataFrame, bc: BandColumns, mag_range: tuple[float, float]) -> _BandValues:
+    """Magnitude and error of one band: a magnitude column, or a Gaia flux converted with the
+    band's zero point; unusable magnitudes are noted (``dropped:``)."""
+    r = len(df)
+    flux = text_flux = None
+    if bc.flux:
+        flux, text_flux = _numeric(df[bc.flux])
+    err, err_text, err_sentinel = _read_error(df, bc, flux)
+    band = _BandValues(bc.band, np.empty(r), np.empty(r, bool), err, err_text, err_sentinel,
+                       has_err=bool(bc.err or bc.flux_over_error or bc.flux_err))
+    if bc.mag:
+        m, text = _numeric(df[bc.mag])
+        bad_sent = _is_sentinel(m)
+        bad_range = np.isfinite(m) & ~bad_sent & ((m < mag_range[0]) | (m > mag_range[1]))
+        band.note(text, "dropped", "text")
+        band.note(np.isinf(m), "dropped", "inf")
+        band.note(bad_sent, "dropped", "sentinel")
+        band.note(bad_range, "dropped", "out_of_range")
+        band.mag, band.ok = m, np.isfinite(m) & ~bad_sent & ~bad_range
+    else:
+        m = flux_to_mag(flux, get_band(bc.band).flux_zero_point)
+        band.note(text_flux, "dropped", "text")
+        band.note(np.isinf(flux), "dropped", "inf")
+        band.note(np.isfinite(flux) & (flux <= 0), "dropped", "nonpositive_flux")
+        band.mag, band.ok = m, np.isfinite(m)
+    return band
+
+
+def _read_error(df: pd.DataFrame, bc: BandColumns, flux: np.ndarray | None):
+    """(error [mag], text cells, sentinel cells) from the error column, else from F/σ_F, else
+    from σ_F / F; all NaN without any of them."""
+    r = len(df)
+    no = np.zeros(r, bool)
+    if bc.err:
+        e, text_e = _numeric(df[bc.err])
+        return e, text_e, _is_sentinel(e)
+    if bc.flux_over_error:
+        foe, text_e = _numeric(df[bc.flux_over_error])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e = np.where(foe > 0, _MAG_PER_LN / foe, np.where(np.isnan(foe), np.nan, -1.0))
+        return np.where(np.isposinf(foe), 0.0, e), text_e, no  # infinite S/N: raised to err_min later
+    if bc.flux_err:
+        fe, text_e = _numeric(df[bc.flux_err])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e = np.where(flux > 0, _MAG_PER_LN * fe / np.where(flux > 0, flux, 1.0), np.nan)
+        return e, text_e, no
+    return np.full(r, np.nan), no, no
+
+
+def _settle_errors(band: _BandValues, *, err_min: float, err_max: float,
+                   default_err: float) -> tuple[np.ndarray, np.ndarray]:
+    """(usable rows, error [mag] within [err_min, err_max]) of a band: errors above err_max drop
+    the band (``dropped:…=err_above_max``), a missing or invalid error of a good magnitude becomes
+    ``default_err`` (``default_err:…=<reason>``, the first reason that applies)."""
+    e, ok = band.err, band.ok
+    huge = ok & ~band.err_sentinel & ((e > err_max) | np.isposinf(e))
+    band.note(huge, "dropped", "err_above_max")
+    ok = ok & ~huge
+    if not band.has_err:
+        band.note(ok, "default_err", "no_err_column")
+        return ok, np.full(len(ok), default_err)
+    text, sentinel = band.err_text, band.err_sentinel
+    reasons = (("text_err", ok & text), ("sentinel_err", ok & sentinel),
+               ("nan_err", ok & ~text & np.isnan(e)), ("nonpositive_err", ok & ~sentinel & (e <= 0)))
+    missing = np.zeros(len(ok), bool)
+    for reason, rows in reasons:
+        rows = rows & ~missing
+        band.note(rows, "default_err", reason)
+        missing |= rows
+    return ok, np.clip(np.where(missing, default_err, e), err_min, err_max)
+
+
+def _row_codes(notes: Sequence[tuple[np.ndarray, str]], r: int) -> list[list[str]]:
+    """Per row, the codes of the notes that name it, in the notes' order."""
+    codes: list[list[str]] = [[] for _ in range(r)]
+    for rows, code in notes:
+        for i in np.flatnonzero(rows):
+            codes[i].append(code)
+    return codes
+
+
+def _left_pack(good: np.ndarray, index: np.ndarray, mags: np.ndarray, errs: np.ndarray):
+    """Each row's good bands first, in column (registry) order, then pads: (band_index int32 with
+    −1 on pads, mag, mag_err float32 with 0 on pads), all [R, K]."""
     order = np.argsort(~good, axis=1, kind="stable")
-    idx = np.array([bands.index(bc.band) for bc in used], np.int32)
     g = np.take_along_axis(good, order, axis=1)
-    band_index = np.where(g, idx[order], -1).astype(np.int32)
+    band_index = np.where(g, index[order], -1).astype(np.int32)
     mag = np.where(g, np.take_along_axis(mags, order, axis=1), 0.0).astype(np.float32)
     mag_err = np.where(g, np.take_along_axis(errs, order, axis=1), 0.0).astype(np.float32)
-    return Prepared(band_index, mag, mag_err, n_bands, skip, codes)
+    return band_index, mag, mag_err
 
 
 def status_string(codes: Sequence[str]) -> str:

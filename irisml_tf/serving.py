@@ -52,7 +52,7 @@ _SPEC = [tf.TensorSpec([None, None], tf.int32, name="band_index"),
 class TrainingRecord:
     """How far the exported run trained (``metrics.json`` of the run at export time)."""
 
-    status: str | None = None  # "complete", "interrupted", …
+    status: str | None = None  # "completed", "interrupted", "running" (metrics.json of the driver)
     step: int | None = None
     steps_total: int | None = None
     num_parameters: int | None = None
@@ -61,7 +61,7 @@ class TrainingRecord:
 
     @property
     def complete(self) -> bool:
-        return self.status == "complete"
+        return self.status == "completed"
 
 
 @dataclass(frozen=True)

@@ -172,13 +172,16 @@ def test_iter_table_exact_chunks(tmp_path, suffix):
     df = pd.DataFrame({"x": np.arange(23, dtype=np.float32), "name": [f"s{i}" for i in range(23)]})
     path = tmp_path / f"t{suffix}"
     write_table(df, path)
-    chunks = list(iter_table(path, 10))
+    reader = iter_table(path, 10)
+    chunks = list(reader)
     assert [len(c) for c in chunks] == [10, 10, 3]
     assert [c.index[0] for c in chunks] == [0, 10, 20]
     back = pd.concat(chunks)
     np.testing.assert_array_equal(back["x"].to_numpy(np.float32), df["x"].to_numpy())
     assert back["name"].tolist() == df["name"].tolist()
     assert count_rows(path) in (23, None)
+    # the row count, where reading told it (formats read whole, Parquet metadata): a progress total
+    assert reader.rows == (None if suffix == ".csv" else 23)
 
 
 def test_iter_table_empty_and_header_only(tmp_path):

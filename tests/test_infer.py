@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from irisml_tf.app.infer import (ChunkInference, InferOptions, infer_catalog, output_columns,
+                                 training_warning)
 from irisml_tf.catalog import read_table, write_table
 from irisml_tf.columns import count_status
-from irisml_tf.infer import infer_catalog, output_columns
 
 from test_columns import BAD_COUNTS, BAD_EXPECTED
 
@@ -111,6 +112,7 @@ def test_resume_equals_uninterrupted(tiny_model, stars, reference, tmp_path):
         infer_catalog(tiny_model, tmp_path / "in.csv", out, resume=True, **dict(kw, seed=8))
     rest = infer_catalog(tiny_model, tmp_path / "in.csv", out, resume=True, **kw)
     assert rest.complete and rest.chunks_resumed == 1 and rest.chunks_run == 2 and not parts.exists()
+    assert rest.inferred_now == 7 and rest.rows_per_second > 0  # this session's rows only
     assert rest.rows == 12 and sum(v for k, v in rest.counts.items() if not k.startswith("flag:")) >= 12
     pd.testing.assert_frame_equal(pd.read_parquet(out), reference[1])
     import h5py
@@ -160,7 +162,7 @@ def test_empty_and_header_only(tiny_model, tmp_path):
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header.csv").write_text("source_id,phot_g_mean_mag,j_m\n")
     s = infer_catalog(tiny_model, tmp_path / "empty.csv", tmp_path / "e.parquet", save_samples=tmp_path / "e.npz", **OPTS)
-    assert s.rows == 0 and s.counts == {}
+    assert s.rows == 0 and s.counts == {} and s.rows_per_second is None
     assert list(pd.read_parquet(tmp_path / "e.parquet").columns) == output_columns()
     assert np.load(tmp_path / "e.npz")["samples"].shape == (0, 32, 5)
     infer_catalog(tiny_model, tmp_path / "header.csv", tmp_path / "h.csv", **OPTS)
@@ -204,3 +206,101 @@ def test_cli(tiny_export, stars, reference, tmp_path, monkeypatch):
     monkeypatch.setenv("IRISML_TF_MODEL", str(tmp_path / "no_model"))
     res = runner.invoke(main, ["infer", str(tmp_path / "in.fits"), "--out", str(tmp_path / "o2.csv")])
     assert res.exit_code == 2 and "no shipped model" in res.output
+
+
+def test_options_name_the_option(tiny_model, tmp_path):
+    for bad, name in ((dict(seed=-1), "`seed`"), (dict(seed=1.5), "`seed`"), (dict(chunk_size=0), "`chunk_size`"),
+                      (dict(max_batch_elements=0), "`max_batch_elements`"), (dict(stop_after=-1), "`stop_after`"),
+                      (dict(num_samples=0), "`num_samples`"), (dict(save_samples="s.csv"), "`save_samples`")):
+        with pytest.raises(ValueError, match=name):
+            InferOptions(**bad).validate()
+    with pytest.raises(ValueError, match=r"`num_samples` must be in 1 … 4096 \(the model's max_samples\)"):
+        InferOptions(num_samples=5000).validate(tiny_model)
+    with pytest.raises(ValueError, match="`default_err` = 0.6 mag"):
+        InferOptions(default_err=0.6).validate(tiny_model)
+    ok = InferOptions(seed=np.int64(3), save_samples=str(tmp_path / "s.npz")).validate(tiny_model)
+    assert ok.seed == 3 and type(ok.seed) is int and ok.save_samples == tmp_path / "s.npz"
+
+
+def test_chunk_function_on_its_own(tiny_model, stars, reference):
+    # what the catalogue run does to its chunk 1 (rows 5-9), from a DataFrame alone
+    run = ChunkInference.for_columns(tiny_model, stars.columns, InferOptions(num_samples=32, seed=7))
+    result = run(stars.iloc[5:10], 1)
+    assert result.inferred == 5 and result.samples is None and result.weights is None
+    pd.testing.assert_frame_equal(result.table, reference[1].iloc[5:10].reset_index(drop=True), check_dtype=False)
+    with_samples = ChunkInference.for_columns(tiny_model, stars.columns,
+                                              InferOptions(num_samples=32, seed=7, save_samples="s.npz"))
+    np.testing.assert_array_equal(with_samples(stars.iloc[5:10], 1).samples, reference[2]["samples"][5:10])
+
+
+def test_training_warning(tiny_model, stars, tmp_path):
+    import copy
+    from dataclasses import replace
+
+    from irisml_tf.serving import TrainingRecord
+
+    assert tiny_model.meta.training.complete and training_warning(tiny_model.meta) is None
+    assert training_warning(replace(tiny_model.meta, training=TrainingRecord())) is None  # nothing recorded
+    stopped = copy.copy(tiny_model)
+    stopped.meta = replace(tiny_model.meta, training=TrainingRecord(status="interrupted", step=12, steps_total=40))
+    write_table(stars.iloc[:3], tmp_path / "in.csv")
+    said = []
+    infer_catalog(stopped, tmp_path / "in.csv", tmp_path / "out.csv", echo=said.append, **OPTS)
+    warnings = [m for m in said if m.startswith("warning:")]
+    assert warnings == [("warning: this model's training did not complete (status `interrupted` at step 12 of 40): "
+                         "its posteriors may be less accurate than a fully trained model's")]
+
+
+def test_cli_progress_lines_in_a_log(tiny_export, stars, tmp_path):
+    """Off a terminal (CliRunner's stderr is not one) progress is a few plain lines, with a total
+    for a VOTable too, never a redrawn bar."""
+    from click.testing import CliRunner
+
+    from irisml_tf.cli.main import main
+
+    write_table(stars, tmp_path / "in.vot")
+    res = CliRunner().invoke(main, ["infer", str(tmp_path / "in.vot"), "--model", str(tiny_export), "--out",
+                                    str(tmp_path / "out.csv"), "--samples", "32", "--chunk-size", "1"])
+    assert res.exit_code == 0, res.output
+    assert "\r" not in res.output and "warning" not in res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("infer:")]
+    assert 2 <= len(lines) <= 10, lines  # 12 chunks, at most a line per tenth
+    assert all(re.fullmatch(r"infer: \d+/12 stars \(\d+ %\), [\d.]+ s elapsed", ln) for ln in lines[:-1]), lines
+    assert re.fullmatch(r"infer: 12/12 stars \(100 %\), in [\d.]+ s", lines[-1])
+    assert re.search(r"wrote 12 rows to \S+out.csv in [\d.]+ s \(12 inferred, [\d.]+ rows/s\)", res.stdout)
+
+
+def test_log_progress_lines():
+    import io
+
+    from irisml_tf.app.progress import LogProgress
+
+    now = [0.0]
+    f = io.StringIO()
+    p = LogProgress(1000, "infer", "star", file=f, clock=lambda: now[0])
+    for _ in range(100):  # 100 updates of 10: one line per tenth
+        now[0] += 1.0
+        p.update(10)
+    p.close()  # the last line said it all
+    lines = f.getvalue().splitlines()
+    assert len(lines) == 10 and lines[0] == "infer: 100/1000 stars (10 %), 10.0 s elapsed"
+    assert lines[-1] == "infer: 1000/1000 stars (100 %), in 100.0 s"
+    f = io.StringIO()
+    p = LogProgress(None, "infer", "star", file=f, every=60.0, clock=lambda: now[0])
+    for _ in range(10):  # unknown total: one line a minute, then the end
+        now[0] += 25.0
+        p.update(7)
+    p.close()
+    assert f.getvalue().splitlines() == ["infer: 21 stars, 75.0 s elapsed", "infer: 42 stars, 150.0 s elapsed",
+                                         "infer: 63 stars, 225.0 s elapsed", "infer: 70 stars, in 250.0 s"]
+
+
+def test_cli_speed_text():
+    from types import SimpleNamespace
+
+    from irisml_tf.cli.infer_cmd import _speed
+
+    assert _speed(SimpleNamespace(rows_per_second=None, inferred_now=0)) == "no rows inferred in this run, rows/s n/a"
+    assert _speed(SimpleNamespace(rows_per_second=0.4866, inferred_now=3)) == "3 inferred, 0.49 rows/s"
+    assert _speed(SimpleNamespace(rows_per_second=6.66, inferred_now=40)) == "40 inferred, 6.7 rows/s"
+    assert _speed(SimpleNamespace(rows_per_second=1234.5, inferred_now=10**5)) == "100000 inferred, 1234 rows/s"

@@ -1,0 +1,97 @@
+"""Progress of a long job on stderr: a tqdm bar on a terminal, a few plain lines in a log.
+
+A tqdm bar redraws itself with carriage returns; written to a file or a CI log those redraws pile
+up (and the last one is written twice, by the last update and by ``close``). So when stderr is
+not a terminal, :func:`progress_bar` returns :class:`LogProgress`, which prints one line each
+time another tenth of the total is done (or every ``every`` seconds when the total is unknown),
+and a last line with the elapsed time.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Protocol
+
+__all__ = ["ProgressBar", "progress_bar", "LogProgress", "NoProgress"]
+
+
+class ProgressBar(Protocol):
+    """What a job needs from a progress display (tqdm's own interface)."""
+
+    def update(self, n: int = 1) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class NoProgress:
+    """Shows nothing."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class LogProgress:
+    """Plain progress lines for logs: ``desc: done/total units (pct %), elapsed``.
+
+    A line each time the done fraction passes another ``step`` of ``total`` (the last at 100 %),
+    or, when ``total`` is None, at most one every ``every`` seconds; ``close`` prints the final
+    count and time unless the last line already said it.
+    """
+
+    def __init__(self, total: int | None, desc: str, unit: str, *, file: IO[str] | None = None,
+                 step: float = 0.1, every: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.total, self.desc, self.unit = total, desc, unit
+        self.file = file if file is not None else sys.stderr
+        self.step, self.every, self.clock = step, every, clock
+        self.done = 0
+        self.start = self.last_time = clock()
+        self.last_level = 0  # tenths (steps) of the total already reported
+        self.last_done: int | None = None
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = self.clock()
+        if self.total:
+            level = int(self.done / self.total / self.step + 1e-9)
+            if level > self.last_level:
+                self.last_level = level
+                self._line(now)
+        elif now - self.last_time >= self.every:
+            self._line(now)
+
+    def close(self) -> None:
+        if self.last_done != self.done:
+            self._line(self.clock(), final=True)
+
+    def _line(self, now: float, final: bool = False) -> None:
+        seconds = now - self.start
+        if self.total:
+            count = f"{self.done}/{self.total} {self.unit}s ({100.0 * self.done / self.total:.0f} %)"
+        else:
+            count = f"{self.done} {self.unit}s"
+        when = f"in {seconds:.1f} s" if final or self.done == self.total else f"{seconds:.1f} s elapsed"
+        print(f"{self.desc}: {count}, {when}", file=self.file, flush=True)
+        self.last_time, self.last_done = now, self.done
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def progress_bar(total: int | None, *, desc: str, unit: str, enabled: bool = True) -> ProgressBar:
+    """A tqdm bar when stderr is a terminal, :class:`LogProgress` lines when it is not (a file,
+    a pipe, a CI log), :class:`NoProgress` when not ``enabled``."""
+    if not enabled:
+        return NoProgress()
+    if not _is_terminal(sys.stderr):
+        return LogProgress(total, desc, unit)
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
