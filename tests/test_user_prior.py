@@ -13,6 +13,9 @@ NEARBY = {"av": {"mean": 0.1, "max": 2.0}}
 HALO = {"mh": {"components": [{"weight": 1, "mean": -1.5, "std": 0.4}]}}
 GIANTS = {"logg": {"low": 0.1, "high": 3.5}}
 ALL_THREE = {**NEARBY, **HALO, **GIANTS, "rv": {"mean": 3.1, "std": 0.1, "low": 2.8, "high": 3.4}}
+# [M/H] far below the cells present at log g < 0.5 (and above the grid): the truncation matters
+LOW_G_POOR = {"logg": {"high": 1.0}, "mh": {"components": [{"weight": 1, "mean": -2.3, "std": 0.3},
+                                                           {"weight": 0.5, "mean": 0.7, "std": 0.1}]}}
 STAR = [5000.0, 4.4, 0.0, 1.0, 3.1]  # a θ inside the grid's support
 
 
@@ -128,9 +131,10 @@ def test_params_as_tensor_equal_a_prior_built_from_them(prior, grid, user):
     assert _same(a, b) and np.isfinite(b).mean() > 0.05
 
 
-def test_user_prior_through_params_is_normalised(prior):
-    """Monte Carlo ∫p dθ = 1 for the nearby + halo + giants prior given as a tensor, over its box."""
-    cfg = load_prior_config(ALL_THREE)
+@pytest.mark.parametrize("user", [ALL_THREE, LOW_G_POOR])
+def test_user_prior_through_params_is_normalised(prior, user):
+    """Monte Carlo ∫p dθ = 1 for a user prior given as a tensor, over its box."""
+    cfg = load_prior_config(user)
     lo = np.array([2800, cfg["logg"]["low"], -2.5, cfg["av"]["offset"], cfg["rv"]["low"]])
     hi = np.array([16000, cfg["logg"]["high"], 0.75, cfg["av"]["max"], cfg["rv"]["high"]])
     rng = np.random.default_rng(2)
@@ -141,6 +145,26 @@ def test_user_prior_through_params_is_normalised(prior):
     p = np.exp(prior.log_prob(x, params=prior_params(cfg)).numpy().astype(float)) * x[:, 0]
     est, err = p.mean() * vol, p.std() * vol / np.sqrt(n)
     assert abs(est - 1) < max(4 * err, 0.02)
+
+
+def test_mh_and_teff_factors_integrate_to_one(prior, grid):
+    """For fixed log g, A_V, R_V: ∫∫ p dteff d[M/H] = p(log g) p(A_V) p(R_V), also where the [M/H]
+    mixture sits on cells the grid lacks (log g < 0.5). teff's factor is constant per cell in
+    teff·p(teff), so its cells' midpoints integrate it exactly; [M/H] by 500 midpoints per cell."""
+    cfg = load_prior_config(LOW_G_POOR)
+    lt = np.log10(grid.teff)
+    mid_t = 10 ** (0.5 * (lt[1:] + lt[:-1]))
+    edges = grid.mh
+    h = (edges[1] - edges[0]) / 500
+    mid_m = np.arange(edges[0] + h / 2, edges[-1], h)
+    t, m = (a.ravel() for a in np.meshgrid(mid_t, mid_m))
+    for logg in (0.3, 0.8):
+        th = np.c_[t, np.full_like(t, logg), m, np.full_like(t, 1.0), np.full_like(t, 3.1)].astype(np.float32)
+        p = np.exp(prior.log_prob(th, params=prior_params(cfg)).numpy().astype(float))
+        integral = np.sum(p * t * np.log(10) * np.diff(lt)[np.searchsorted(mid_t, t)] * h)
+        want = (1 / (1.0 - 0.1) * stats.truncexpon(b=(15 - 0.003) / 1.5, loc=0.003, scale=1.5).pdf(1.0)
+                * stats.truncnorm((2.5 - 3.13) / 0.18, (4.5 - 3.13) / 0.18, loc=3.13, scale=0.18).pdf(3.1))
+        assert abs(integral / want - 1) < 1e-3, logg
 
 
 # -- per-star A_V priors ----------------------------------------------------------------------------
@@ -184,7 +208,7 @@ def test_av_factor_matches_scipy(prior, mu, sd, av_max):
 def test_av_factor_integrates_to_one(prior, mu, sd, av_max):
     """∫ p(θ) dA_V with the star's A_V prior equals it without (the other factors' product), so the
     star's truncated factor is normalised, however narrow or far into its tail."""
-    av = np.linspace(prior.av_low, prior.av_high, 1_500_001)
+    av = np.linspace(prior.av_low, prior.av_high, 200_001)  # step 7.5e-5 ≪ the narrowest σ, 0.01
     th = _along_av(av.astype(np.float32))
     rows = prior.log_prob(th, av_prior=np.full(len(av), mu), av_prior_err=np.full(len(av), sd),
                           av_max=np.full(len(av), av_max))
@@ -215,6 +239,41 @@ def test_per_star_arrays_broadcast_over_draws(prior):
     assert batched.shape == (b, n) and _same(batched.reshape(-1), flat)
     one = prior.log_prob(th.reshape(b, n, 5), av_prior=0.2, av_prior_err=0.1).numpy()  # one value for all
     _same(one.reshape(-1), prior.log_prob(th, av_prior=np.full(b * n, 0.2), av_prior_err=np.full(b * n, 0.1)))
+
+
+def test_gradients_are_finite(prior):
+    """The sampler climbs log p(x|θ) p(θ): dlog p/dθ is finite wherever log p is, per-star priors on."""
+    import tensorflow as tf
+
+    th = tf.constant(_points(prior, 2000, seed=4))
+    n = th.shape[0]
+    with tf.GradientTape() as tape:
+        tape.watch(th)
+        lp = prior.log_prob(th, params=prior_params(ALL_THREE), av_prior=np.full(n, 0.3),
+                            av_prior_err=np.full(n, 0.1), av_max=np.where(np.arange(n) % 2 == 0, 1.0, np.nan))
+    grad = tape.gradient(lp, th).numpy()
+    f = np.isfinite(lp.numpy())
+    assert f.mean() > 0.05 and np.isfinite(grad).all() and np.all(grad[~f] == 0)
+
+
+def test_signature_takes_the_prior_per_request(prior, tmp_path):
+    """A SavedModel signature with the parameter vector and the per-star A_V prior as inputs gives
+    what the library gives, for a prior other than the one traced with."""
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec([None, None, 5], tf.float32), tf.TensorSpec([len(PRIOR_PARAM_NAMES)], tf.float32)]
+    spec += [tf.TensorSpec([None], tf.float32)] * 3
+    module = tf.Module()
+    module.prior = prior
+    module.log_prior = tf.function(lambda *a: prior.log_prob(a[0], *a[1:]), input_signature=spec)
+    tf.saved_model.save(module, str(tmp_path / "m"))
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    th = prior.sample(600, 5).numpy().reshape(3, 200, 5)
+    rows = [np.array([0.2, np.nan, 1.0], np.float32), np.array([0.1, np.nan, 0.3], np.float32),
+            np.array([np.nan, 2.0, 1.5], np.float32)]
+    for cfg in (DEFAULT_PRIOR, ALL_THREE):
+        got = loaded.log_prior(th, prior_params(cfg), *rows).numpy()
+        _same(got, prior.log_prob(th, prior_params(cfg), *rows).numpy())
 
 
 # -- catalogue columns ------------------------------------------------------------------------------
