@@ -3,10 +3,19 @@ parameters as a tensor, per-star A_V priors (log_prob against scipy, normalised)
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from scipy import stats
 
-from irisml_tf.physics.prior import (DEFAULT_PRIOR, PRIOR_PARAM_NAMES, Prior, compare_to_training,
-                                     config_from_params, load_prior_config, load_user_prior, prior_params)
+from irisml_tf.physics.prior import (
+    DEFAULT_PRIOR,
+    PRIOR_PARAM_NAMES,
+    Prior,
+    compare_to_training,
+    config_from_params,
+    load_prior_config,
+    load_user_prior,
+    prior_params,
+)
 from irisml_tf.prior_columns import match_av_prior_columns, read_av_prior
 
 NEARBY = {"av": {"mean": 0.1, "max": 2.0}}
@@ -110,6 +119,16 @@ def _same(a, b):
     assert a.shape == b.shape and np.array_equal(np.isfinite(a), np.isfinite(b))
     np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], rtol=1e-6, atol=1e-6)
     return True
+
+
+@pytest.mark.parametrize("key, value", [("logg.high", 0.0), ("rv.std", -1.0), ("av.mean", 0.0),
+                                        ("mh.weight0", 0.0), ("av.max", np.nan)])
+def test_impossible_params_give_minus_inf_not_nan(prior, key, value):
+    vec = prior_params(None)
+    vec[PRIOR_PARAM_NAMES.index(key)] = value
+    if key == "mh.weight0":
+        vec[PRIOR_PARAM_NAMES.index("mh.weight1")] = 0.0
+    assert np.all(np.isneginf(prior.log_prob(_points(prior, 200), params=vec).numpy()))
 
 
 def _points(prior, n=20000, seed=0):
@@ -243,7 +262,6 @@ def test_per_star_arrays_broadcast_over_draws(prior):
 
 def test_gradients_are_finite(prior):
     """The sampler climbs log p(x|θ) p(θ): dlog p/dθ is finite wherever log p is, per-star priors on."""
-    import tensorflow as tf
 
     th = tf.constant(_points(prior, 2000, seed=4))
     n = th.shape[0]
@@ -259,7 +277,6 @@ def test_gradients_are_finite(prior):
 def test_signature_takes_the_prior_per_request(prior, tmp_path):
     """A SavedModel signature with the parameter vector and the per-star A_V prior as inputs gives
     what the library gives, for a prior other than the one traced with."""
-    import tensorflow as tf
 
     spec = [tf.TensorSpec([None, None, 5], tf.float32), tf.TensorSpec([len(PRIOR_PARAM_NAMES)], tf.float32)]
     spec += [tf.TensorSpec([None], tf.float32)] * 3

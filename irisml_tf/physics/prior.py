@@ -288,6 +288,7 @@ class _Resolved(NamedTuple):
     mh_lognorm: tf.Tensor  # (G-1,) log mass of the mixture on the [M/H] cells present per log g cell
     av_mean: tf.Tensor
     rv: tuple  # (mean, std, log of std·√(2π)·mass on [low, high])
+    valid: tf.Tensor  # scalar bool: the parameters define a prior
 
 
 class Prior(tf.Module):
@@ -372,6 +373,8 @@ class Prior(tf.Module):
         return it, ig, im
 
     def _resolve(self, params) -> _Resolved:
+        """Impossible parameters (low ≥ high, std ≤ 0, no positive weight) make log_prob −inf
+        everywhere, never NaN; :func:`config_from_params` says which key is wrong."""
         p = tf.reshape(tf.convert_to_tensor(params, tf.float32), [len(PRIOR_PARAM_NAMES)])
         at = lambda name: p[_AT[name]]
         lo = tf.maximum(tf.stack([self._grid_lo[0], at("logg.low"), self._grid_lo[2], at("av.offset"),
@@ -390,7 +393,10 @@ class Prior(tf.Module):
         rv_mu, rv_sd = at("rv.mean"), at("rv.std")
         rv_mass = _normal_mass(*(tf.cast((x - rv_mu) / rv_sd, tf.float64) for x in (lo[4], hi[4])))
         rv_lognorm = tf.cast(tf.math.log(tf.cast(rv_sd, tf.float64) * rv_mass), tf.float32) + _LOG_SQRT_2PI
-        return _Resolved(lo, hi, tf.math.log(w), mu, sd, mh_lognorm, at("av.mean"), (rv_mu, rv_sd, rv_lognorm))
+        valid = (tf.reduce_all(tf.math.is_finite(p)) & tf.reduce_all(lo < hi) & tf.reduce_any(used)
+                 & tf.reduce_all(sd > 0) & (at("av.mean") > 0) & (rv_sd > 0))
+        return _Resolved(lo, hi, tf.math.log(w), mu, sd, mh_lognorm, at("av.mean"), (rv_mu, rv_sd, rv_lognorm),
+                         valid)
 
     # -- log_prob --------------------------------------------------------------------------------
     @tf.function(reduce_retracing=True)
@@ -427,7 +433,7 @@ class Prior(tf.Module):
         lp += -tf.math.log(teff * _LN10) - tf.gather_nd(self._teff_logz, tf.stack([ig, im], -1))
         lp += _log_av_factor(av, r, av_prior, av_prior_err, av_max)
         lp += -0.5 * tf.square((rv - r.rv[0]) / r.rv[1]) - r.rv[2]
-        return tf.where(inside & cell & tf.math.is_finite(lp), lp, -np.inf)
+        return tf.where(r.valid & inside & cell & tf.math.is_finite(lp), lp, -np.inf)
 
     # -- sampling --------------------------------------------------------------------------------
     def sample(self, n: int, seed) -> tf.Tensor:
