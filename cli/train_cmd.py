@@ -28,7 +28,8 @@ Uses MirroredStrategy when several GPUs (or --cpu-replicas > 1 logical CPUs) are
               default=None, help="Config YAML (optional with --resume: the run's own config).")
 @click.option("--out", "run_dir", type=click.Path(file_okay=True, path_type=Path), required=True,
               help="Run directory.")
-@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in RUN_DIR from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in RUN_DIR.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. training.steps=1000 (repeatable).")

@@ -230,7 +230,7 @@ _MIRRORED = textwrap.dedent("""
 def test_mirrored_two_cpus_matches_one_device(reference, tmp_path):
     _, ref = reference
     proc = subprocess.run([sys.executable, "-c", _MIRRORED, json.dumps(TINY), str(tmp_path / "m")],
-                          capture_output=True, text=True, env=_env(), timeout=300)
+                          check=False, capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT", 1)[1])
     assert out["replicas"] == 2

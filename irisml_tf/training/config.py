@@ -1,4 +1,5 @@
-"""Training configuration: defaults ← YAML file ← ``--set key.sub=value`` overrides, validated at once.
+"""Training configuration: defaults ← YAML file ← ``--set key.sub=value`` overrides, validated at
+once.
 
 A config has four sections (configs/quick.yaml and configs/default.yaml document every key):
 
@@ -267,7 +268,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(user: dict, overrides: Iterable[str]) -> dict:
-    """A copy of ``user`` with each ``key.sub=value`` override set (creating mappings on the way)."""
+    """A copy of ``user`` with each ``key.sub=value`` override set (mappings made on the way)."""
     out = copy.deepcopy(user)
     for item in overrides:
         path, value = parse_override(item)
