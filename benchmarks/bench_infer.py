@@ -36,8 +36,8 @@ def main() -> None:
 
     from irisml_tf.evaluate import simulate_test_sets
     from irisml_tf.inference.importance import run_importance_sampling
+    from irisml_tf.rundir import load_posterior
     from irisml_tf.serving import load_model
-    from irisml_tf.training.driver import load_posterior
 
     model = load_model(args.model)
     sim, prior = model.physics()

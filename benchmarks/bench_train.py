@@ -33,16 +33,16 @@ def main() -> None:
     if args.warmup < 1 or args.window < 1 or args.windows < 1:
         ap.error("--warmup, --window and --windows must be >= 1")
 
-    from irisml_tf.training import driver
+    from irisml_tf.training import TrainingSession, split_cpu
     from irisml_tf.training.config import load_config
 
     if args.cpu_replicas > 1:
-        driver.split_cpu(args.cpu_replicas)
+        split_cpu(args.cpu_replicas)
     import keras
     import tensorflow as tf
 
     config = load_config(args.config, args.overrides)
-    session = driver.TrainingSession(config)
+    session = TrainingSession(config)
     marks: list[float] = []
 
     class Clock(keras.callbacks.Callback):

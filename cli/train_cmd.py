@@ -1,4 +1,4 @@
-"""`irisml-tf train`: train the posterior model (a thin layer over irisml_tf.training.train)."""
+"""`irisml-tf train`: parse the arguments, call irisml_tf.app.train, print where the run stands."""
 from __future__ import annotations
 
 import sys
@@ -21,13 +21,15 @@ config or RUN_DIR stop the command before training starts.
 A RUN_DIR that already holds a run is refused unless --resume (continue from its last
 checkpoint with the same step counter and data order) or --overwrite (replace it). SIGTERM or
 Ctrl-C saves a checkpoint after the current step and exits with status 143 (130 for Ctrl-C);
---resume continues; --max-steps N stops the same way (status 0) after N steps.
+--resume continues; --max-steps N stops the same way (status 0) after N steps. The last line
+says at which step the run stopped and from which step its last validation is.
 Uses MirroredStrategy when several GPUs (or --cpu-replicas > 1 logical CPUs) are visible.""")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Config YAML (optional with --resume: the run's own config).")
 @click.option("--out", "run_dir", type=click.Path(file_okay=True, path_type=Path), required=True,
               help="Run directory.")
-@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in RUN_DIR from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in RUN_DIR.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. training.steps=1000 (repeatable).")
@@ -40,34 +42,19 @@ Uses MirroredStrategy when several GPUs (or --cpu-replicas > 1 logical CPUs) are
               help="Progress bar (step, steps/s, loss) on stderr.")
 def train(config_path, run_dir, resume, overwrite, overrides, max_steps, cpu_replicas,
           progress) -> None:
-    from irisml_tf.training import driver
+    from irisml_tf.app.train import TrainOptions, run_training
+    from irisml_tf.rundir import RunDirError
+    from irisml_tf.training.config import ConfigError
 
-    if config_path is None and not resume:
-        raise click.UsageError("--config FILE is required (except with --resume)")
-    if config_path is not None and not config_path.is_file():
-        raise click.BadParameter(f"{config_path} does not exist or is not a file",
-                                 param_hint="--config")
-    if cpu_replicas and cpu_replicas > 1:
-        try:  # before TensorFlow initialises its devices
-            driver.split_cpu(cpu_replicas)
-        except RuntimeError as err:
-            raise click.ClickException(f"--cpu-replicas: {err}") from None
     try:
-        # the config and RUN_DIR are checked before anything is built
-        result = driver.train(config_path, run_dir, resume=resume, overwrite=overwrite,
-                              overrides=overrides, progress=progress, max_steps=max_steps,
-                              announce=lambda msg: click.echo(msg, err=True))
-    except (driver.ConfigError, driver.RunDirError) as err:
+        options = TrainOptions(run_dir=run_dir, config=config_path, overrides=tuple(overrides),
+                               resume=resume, overwrite=overwrite, max_steps=max_steps,
+                               cpu_replicas=cpu_replicas, progress=progress)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+    try:
+        result = run_training(options, announce=lambda msg: click.echo(msg, err=True))
+    except (ConfigError, RunDirError) as err:
         raise click.ClickException(str(err)) from None
-    val = result.get("validation") or {}
-    rate = result.get("steps_per_sec")
-    summary = f"step {result['step']}/{result['steps_total']}"
-    if val:
-        summary += f", val nll {val['nll']:.3f}, calibration error {val['calibration_error']:.3f}"
-    if rate:
-        summary += f", {rate:.2f} steps/s"
-    if result["status"] != "completed":
-        click.echo(f"interrupted ({result.get('interrupted_by')}) at {summary}; checkpoint saved, "
-                   f"continue with: irisml-tf train --out {run_dir} --resume", err=True)
-        sys.exit(driver.INTERRUPTED_EXIT_CODES.get(result.get("interrupted_by"), 0))
-    click.echo(f"done: {summary}; run in {run_dir}")
+    click.echo(result.message(), err=not result.completed)
+    sys.exit(result.exit_code)

@@ -38,7 +38,7 @@ def test_meta_and_outputs(tiny_model):
 
 def test_export_carries_the_run(tiny_model, tiny_run):
     """assets/run rebuilds the library model with the exported weights."""
-    from irisml_tf.training.driver import load_posterior
+    from irisml_tf.rundir import load_posterior
 
     a, b = load_posterior(tiny_model.run_dir), load_posterior(tiny_run)
     assert len(a.weights) == len(b.weights)

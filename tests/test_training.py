@@ -1,7 +1,8 @@
-"""Tests of the training driver (irisml_tf.training, `irisml-tf train`): tiny model, CPU.
+"""Tests of the training driver (irisml_tf.training, irisml_tf.app.train, `irisml-tf train`):
+tiny model, CPU.
 
 One uninterrupted 40-step run (module fixture) serves as the reference for the validation-NLL,
-TensorBoard, resume and MirroredStrategy checks. Subprocesses: SIGTERM via the CLI, and two
+TensorBoard, resume and MirroredStrategy checks. Subprocesses: SIGTERM/SIGINT via the CLI, and two
 logical CPU devices (they must be configured before TensorFlow initialises, so never in the
 pytest process).
 """
@@ -98,6 +99,21 @@ def test_config_documents_every_key():
         assert set(user["training"]) == set(tconfig.DEFAULT_TRAINING), name
 
 
+def test_model_defaults_have_one_source():
+    """The config's model sizes and PosteriorModel's keyword defaults are DEFAULT_SIZES."""
+    import inspect
+
+    from irisml_tf.model.posterior import DEFAULT_SIZES, PosteriorModel
+
+    params = inspect.signature(PosteriorModel.__init__).parameters
+    for key, value in DEFAULT_SIZES.items():
+        assert params[key].default == value, key
+        assert tconfig.DEFAULT_MODEL[key] == (list(value) if isinstance(value, tuple) else value)
+    assert set(tconfig.DEFAULT_MODEL) - set(DEFAULT_SIZES) == {"lower", "upper", "param_loc",
+                                                                "param_scale"}
+    assert tconfig.load_config(None)["model"]["made_hidden"] == list(DEFAULT_SIZES["made_hidden"])
+
+
 # -- training -------------------------------------------------------------------------------
 def test_run_dir_contents_and_validation_nll_falls(reference):
     run_dir, result = reference
@@ -133,18 +149,6 @@ def test_tensorboard_has_scalars_and_images(reference):
         assert tags.get(tag) == "images", (tag, sorted(tags))
 
 
-def test_posterior_loads_from_run(reference):
-    from irisml_tf.data.stream import load_arrays
-    from irisml_tf.training import load_posterior
-
-    run_dir, result = reference
-    model = load_posterior(run_dir)
-    val = load_arrays(run_dir / "validation.npz")
-    lp = model.log_prob(val["theta"][:8], val["band_index"][:8], val["mag"][:8],
-                        val["mag_err"][:8]).numpy()
-    assert np.all(np.isfinite(lp))
-
-
 def test_resume_matches_uninterrupted(reference, tmp_path):
     from irisml_tf.training import TrainingSession, train
 
@@ -152,21 +156,23 @@ def test_resume_matches_uninterrupted(reference, tmp_path):
     run_dir = tmp_path / "run"
     first = train(TINY, run_dir, max_steps=17)
     assert first["status"] == "interrupted" and first["step"] == 17
+    assert first["interrupted_by"] == "max_steps" and first["validation"]["step"] == 0
     second = train(None, run_dir, resume=True)
     assert second["status"] == "completed" and second["session_steps"] == 23
     losses = np.array(first["losses"] + second["losses"])
     np.testing.assert_allclose(losses, ref["losses"], rtol=1e-5, atol=1e-5)
-    # same final weights
-    import tensorflow as tf
+    # same final weights (restored as a resume restores them: the session's whole checkpoint;
+    # the posterior alone is no tf.train dependency, see irisml_tf.rundir)
+    from irisml_tf.rundir import load_posterior
 
     cfg = tconfig.load_config(ref_dir / "config.yaml")
     a, b = TrainingSession(cfg), TrainingSession(cfg)
-    tf.train.Checkpoint(posterior=a.posterior).restore(
-        str(ref_dir / "checkpoints" / "ckpt-40")).expect_partial()
-    tf.train.Checkpoint(posterior=b.posterior).restore(
-        str(run_dir / "checkpoints" / "ckpt-40")).expect_partial()
+    a.checkpoint.restore(str(ref_dir / "checkpoints" / "ckpt-40")).assert_existing_objects_matched()
+    b.checkpoint.restore(str(run_dir / "checkpoints" / "ckpt-40")).assert_existing_objects_matched()
     for va, vb in zip(a.posterior.weights, b.posterior.weights):
         np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-5, atol=1e-6)
+    for va, vf in zip(a.posterior.weights, load_posterior(ref_dir).weights):  # not the initial ones
+        np.testing.assert_array_equal(va.numpy(), vf.numpy())
     # resuming a finished run does nothing more
     again = train(None, run_dir, resume=True)
     assert again["step"] == 40 and again["session_steps"] == 0
@@ -224,7 +230,7 @@ _MIRRORED = textwrap.dedent("""
 def test_mirrored_two_cpus_matches_one_device(reference, tmp_path):
     _, ref = reference
     proc = subprocess.run([sys.executable, "-c", _MIRRORED, json.dumps(TINY), str(tmp_path / "m")],
-                          capture_output=True, text=True, env=_env(), timeout=300)
+                          check=False, capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT", 1)[1])
     assert out["replicas"] == 2
@@ -232,7 +238,10 @@ def test_mirrored_two_cpus_matches_one_device(reference, tmp_path):
     assert out["skipped"] == 1 and out["unchanged"]
 
 
-def test_sigterm_checkpoints_and_resume_continues(tmp_path):
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signal_checkpoints_and_resume_continues(tmp_path, name, code):
+    """SIGTERM (or Ctrl-C) checkpoints and exits 128 + signal; the report names the step it
+    stopped at and the step of the last validation (step 0 here), not as if current."""
     cfg = json.loads(json.dumps(TINY))
     cfg["training"].update(steps=5000, checkpoint_every=100000, val_every=100000)
     config = tmp_path / "tiny.yaml"
@@ -247,17 +256,19 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path):
             if "training from step" in line or time.monotonic() > deadline:
                 break
         time.sleep(2.0)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, name))
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, err[-3000:]
+    assert proc.returncode == code, err[-3000:]
     assert "--resume" in err
     metrics = json.loads((run_dir / "metrics.json").read_text())
     step = metrics["step"]
     assert metrics["status"] == "interrupted" and 0 < step < 5000
+    assert metrics["interrupted_by"] == name and metrics["validation"]["step"] == 0
     assert (run_dir / "checkpoints" / f"ckpt-{step}.index").exists()
+    assert f"interrupted ({name}) at step {step}/5000, last validation at step 0: val nll" in err
     # `irisml-tf train --resume` picks the checkpoint up: same step counter
     from click.testing import CliRunner
 
@@ -267,8 +278,54 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path):
                                     "--no-progress"])
     assert res.exit_code == 0, res.output
     assert f"training from step {step} to {step + 3}" in res.output
+    assert (f"at step {step + 3}/5000, no validation since the resume at step {step} "
+            "(last at step 0: val nll") in res.output
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["step"] == step + 3 and metrics["session_steps"] == 3
+    assert metrics["session_start_step"] == step and metrics["interrupted_by"] == "max_steps"
+
+
+# -- the report of `irisml-tf train` --------------------------------------------------------
+def _metrics(**kw):
+    m = {"status": "interrupted", "step": 137, "steps_total": 9000, "session_start_step": 0,
+         "interrupted_by": "SIGINT", "steps_per_sec": 5.0,
+         "validation": {"step": 0, "nll": 3.21, "calibration_error": 0.25}}
+    return dict(m, **kw)
+
+
+@pytest.mark.parametrize("metrics, expected", [
+    (_metrics(), ("interrupted (SIGINT) at step 137/9000, last validation at step 0: val nll "
+                  "3.210, calibration error 0.250, 5.00 steps/s; checkpoint saved at step 137")),
+    (_metrics(session_start_step=100, step=120, interrupted_by="SIGTERM",
+              validation={"step": 100, "nll": 1.5, "calibration_error": 0.1}),
+     "interrupted (SIGTERM) at step 120/9000, last validation at step 100: val nll 1.500"),
+    (_metrics(session_start_step=120, step=137,
+              validation={"step": 100, "nll": 1.5, "calibration_error": 0.1}),
+     ("at step 137/9000, no validation since the resume at step 120 (last at step 100: val nll "
+      "1.500")),
+    (_metrics(validation={}), "at step 137/9000, no validation yet"),
+    (_metrics(status="completed", step=9000, interrupted_by=None,
+              validation={"step": 9000, "nll": 0.5, "calibration_error": 0.02}),
+     "done: step 9000/9000, val nll 0.500, calibration error 0.020, 5.00 steps/s; run in r"),
+])
+def test_report_says_where_the_run_stopped(metrics, expected):
+    from irisml_tf.app.train import TrainResult
+
+    result = TrainResult.from_metrics(Path("r"), metrics)
+    assert expected in result.message()
+    assert result.exit_code == {"SIGINT": 130, "SIGTERM": 143}.get(metrics["interrupted_by"], 0)
+    assert result.completed == (metrics["status"] == "completed")
+
+
+def test_train_options_need_a_config_file(tmp_path):
+    from irisml_tf.app.train import TrainOptions
+    from irisml_tf.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--config FILE is required"):
+        TrainOptions(run_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match="does not exist"):
+        TrainOptions(run_dir=tmp_path / "run", config=tmp_path / "missing.yaml")
+    assert TrainOptions(run_dir=tmp_path / "run", resume=True).config is None
 
 
 # -- CLI refusals ---------------------------------------------------------------------------

@@ -12,15 +12,14 @@ and owns every variable: optimise ``model.trainable_variables``.
 
 Example::
 
-    model = PosteriorModel.from_config(dict(embed_dim=64, num_heads=4, num_blocks=2,
-                                            mlp_dim=128, flow_blocks=5, made_hidden=[128, 128],
-                                            mixture_components=0, dropout=0.0))
+    model = PosteriorModel(embed_dim=32)  # the other sizes from DEFAULT_SIZES
     log_q = model.log_prob(theta, band_index, mag, mag_err)          # [B]
     samples = model.sample(1000, band_index, mag, mag_err, seed=[1, 2])  # [B, 1000, 5]
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import keras
 import numpy as np
@@ -32,7 +31,23 @@ from irisml_tf.model.transform import (DEFAULT_LOWER, DEFAULT_UPPER, NUM_PARAMS,
                                        ParameterTransform)
 from irisml_tf.physics.bands import NUM_BANDS
 
-__all__ = ["PosteriorModel"]
+__all__ = ["DEFAULT_SIZES", "PosteriorModel"]
+
+#: The model's sizes and settings by default (a small model), the one place they are written:
+#: the constructor's defaults and the training config's ``model`` section both read them
+#: (configs/*.yaml set their own sizes).
+DEFAULT_SIZES: Mapping = MappingProxyType({
+    "embed_dim": 64,
+    "num_heads": 4,
+    "num_blocks": 2,
+    "mlp_dim": 128,
+    "flow_blocks": 5,
+    "made_hidden": (128, 128),
+    "mixture_components": 0,
+    "dropout": 0.0,
+    "activation": "tanh",
+    "log_scale_bound": 3.0,
+})
 
 
 def _floats(values, name: str) -> list[float] | None:
@@ -74,10 +89,17 @@ class PosteriorModel(keras.Model):
     mag_err float32 [B, K]; theta float32 [B, 5] in the order (teff, logg, mh, av, rv).
     """
 
-    def __init__(self, num_bands: int = NUM_BANDS, embed_dim: int = 64, num_heads: int = 4,
-                 num_blocks: int = 2, mlp_dim: int = 128, flow_blocks: int = 5,
-                 made_hidden: Sequence[int] = (128, 128), mixture_components: int = 0,
-                 dropout: float = 0.0, activation: str = "tanh", log_scale_bound: float = 3.0,
+    def __init__(self, num_bands: int = NUM_BANDS,
+                 embed_dim: int = DEFAULT_SIZES["embed_dim"],
+                 num_heads: int = DEFAULT_SIZES["num_heads"],
+                 num_blocks: int = DEFAULT_SIZES["num_blocks"],
+                 mlp_dim: int = DEFAULT_SIZES["mlp_dim"],
+                 flow_blocks: int = DEFAULT_SIZES["flow_blocks"],
+                 made_hidden: Sequence[int] = DEFAULT_SIZES["made_hidden"],
+                 mixture_components: int = DEFAULT_SIZES["mixture_components"],
+                 dropout: float = DEFAULT_SIZES["dropout"],
+                 activation: str = DEFAULT_SIZES["activation"],
+                 log_scale_bound: float = DEFAULT_SIZES["log_scale_bound"],
                  lower: Sequence[float] = DEFAULT_LOWER, upper: Sequence[float] = DEFAULT_UPPER,
                  param_loc: Sequence[float] | None = None,
                  param_scale: Sequence[float] | None = None, **kwargs):

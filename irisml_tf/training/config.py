@@ -1,4 +1,5 @@
-"""Training configuration: defaults ← YAML file ← ``--set key.sub=value`` overrides, validated at once.
+"""Training configuration: defaults ← YAML file ← ``--set key.sub=value`` overrides, validated at
+once.
 
 A config has four sections (configs/quick.yaml and configs/default.yaml document every key):
 
@@ -25,23 +26,29 @@ from typing import Any
 
 import yaml
 
+from irisml_tf.model.posterior import DEFAULT_SIZES
+from irisml_tf.workdir import atomic_write
 from irisml_tf.yaml_io import load_yaml
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_TRAINING", "SECTIONS", "load_config", "parse_override",
-           "apply_overrides", "dump_config", "config_diff", "OPERATIONAL_KEYS"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_TRAINING",
+    "OPERATIONAL_KEYS",
+    "SECTIONS",
+    "ConfigError",
+    "apply_overrides",
+    "config_diff",
+    "dump_config",
+    "load_config",
+    "parse_override",
+]
 
-#: PosteriorModel sizes (a small model; configs/default.yaml holds the production sizes).
+#: The ``model`` section: PosteriorModel sizes by default (one source,
+#: :data:`irisml_tf.model.posterior.DEFAULT_SIZES`; configs/default.yaml holds the production
+#: sizes) and the support box and standardisation, filled in by the run when null.
 DEFAULT_MODEL: dict[str, Any] = {
-    "embed_dim": 64,
-    "num_heads": 4,
-    "num_blocks": 2,
-    "mlp_dim": 128,
-    "flow_blocks": 5,
-    "made_hidden": [128, 128],
-    "mixture_components": 0,
-    "dropout": 0.0,
-    "activation": "tanh",
-    "log_scale_bound": 3.0,
+    **DEFAULT_SIZES,
+    "made_hidden": list(DEFAULT_SIZES["made_hidden"]),
     "lower": None,
     "upper": None,
     "param_loc": None,
@@ -86,6 +93,10 @@ OPERATIONAL_KEYS = frozenset({
 })
 
 _INT32_MAX = 2 ** 31 - 1
+
+
+class ConfigError(ValueError):
+    """The config is invalid (the message names the key)."""
 
 
 # -- primitive checks -------------------------------------------------------------------------
@@ -257,7 +268,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(user: dict, overrides: Iterable[str]) -> dict:
-    """A copy of ``user`` with each ``key.sub=value`` override set (creating mappings on the way)."""
+    """A copy of ``user`` with each ``key.sub=value`` override set (mappings made on the way)."""
     out = copy.deepcopy(user)
     for item in overrides:
         path, value = parse_override(item)
@@ -300,8 +311,8 @@ def load_config(source: str | Path | Mapping | None = None,
 def dump_config(config: Mapping, path: str | Path | None = None) -> str:
     """YAML text of a resolved config (written to ``path`` if given)."""
     text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=None, width=100)
-    if path is not None:
-        Path(path).write_text(text)
+    if path is not None:  # a resumed run rewrites its config.yaml: never leave half of one
+        atomic_write(path, lambda tmp: tmp.write_text(text))
     return text
 
 

@@ -23,7 +23,7 @@ import math
 import keras
 import tensorflow as tf
 
-__all__ = ["WarmupCosine", "TrainingModel", "make_optimizer"]
+__all__ = ["TrainingModel", "WarmupCosine", "make_optimizer"]
 
 
 @keras.saving.register_keras_serializable(package="irisml_tf")

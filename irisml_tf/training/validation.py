@@ -129,8 +129,10 @@ class Validator:
                          for a, row in zip(self.levels, cov)},
             "calibration_error": float(np.max(max_abs_deviation(cov, self.levels))),
         }
-        corner = plots.corner_comparison({"flow": (self.corner_draws(model), None)}, self.arrays["theta"][0])
-        result["figures"] = {"calibration_curves": figure_to_image(calibration_figure(CURVE_LEVELS, curve)),
+        corner = plots.corner_comparison({"flow": (self.corner_draws(model), None)},
+                                         self.arrays["theta"][0])
+        curves = calibration_figure(CURVE_LEVELS, curve)
+        result["figures"] = {"calibration_curves": figure_to_image(curves),
                              "corner": figure_to_image(corner, dpi=64)}
         return result
 
