@@ -22,6 +22,24 @@ TINY = {
 }
 
 
+#: Session fixtures that take more than a few seconds: a tiny training (~1 min on 2 cores; the
+#: fixtures tiny_run, tiny_export and tiny_model are built on it) and the astroariadne wheel (a
+#: download; the grid rebuild that uses it takes ~1 min). A test that uses one is marked `slow`.
+SLOW_FIXTURES = {"tiny_training", "ariadne_wheel"}
+#: Tests that are slow without those fixtures (measured with --durations; more than ~5 s each).
+SLOW_TESTS = {
+    "test_training.py::test_sigterm_checkpoints_and_resume_continues",  # trains in a subprocess
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `slow` what the fast tier (`python -m pytest -m "not slow"`) leaves out."""
+    for item in items:
+        name = f"{item.path.name}::{item.originalname}"
+        if SLOW_FIXTURES.intersection(item.fixturenames) or name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def grid():
     from irisml_tf.physics.grid import load_grid
