@@ -24,10 +24,10 @@ TINY = {
 
 #: Session fixtures that take more than a few seconds: a tiny training (~1 min on 2 cores; the
 #: fixtures tiny_run, tiny_export and tiny_model are built on it) and the astroariadne wheel (a
-#: download; the grid rebuild that uses it takes ~1 min). A test that uses one is marked `slow`.
+#: download, for a full grid rebuild). A test that uses one is marked `slow`.
 SLOW_FIXTURES = {"tiny_training", "ariadne_wheel"}
 #: Tests that are slow without those fixtures: each took 15-40 s with --durations per file on 2
-#: cores shared by several jobs (about 5-12 s alone); the others took under 15 s there.
+#: cores shared by several jobs (an estimated 5-12 s alone); the others took under 15 s there.
 SLOW_TESTS = {
     "test_training.py::test_sigterm_checkpoints_and_resume_continues",  # trains in a subprocess
     "test_training.py::test_nan_batch_is_skipped_and_changes_nothing",
