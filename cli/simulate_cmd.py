@@ -7,10 +7,6 @@ import click
 
 from .main import main
 
-# interim per-survey 1σ errors [mag] until the training issue's observation model exists
-SIMPLE_ERRORS = {"Gaia": 0.005, "GALEX": 0.05, "PS1": 0.02, "SDSS": 0.03, "SkyMapper": 0.03,
-                 "2MASS": 0.03, "WISE": 0.03}
-
 
 def _parse_fix(values: tuple[str, ...]) -> dict[str, float]:
     from irisml_tf.physics.simulator import PARAM_NAMES
@@ -29,25 +25,34 @@ def _parse_fix(values: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
-@main.command(help=f"""Draw N stars from the prior and write θ and their magnitudes to OUT
+@main.command(help="""Draw N stars from the prior and write θ and their observed magnitudes to OUT
 (.parquet, .csv or .fits, by extension).
 
 Columns: teff, logg, mh, av, rv, then <band> and <band>_err for all 25 bands (NaN where a band is
-absent). Magnitudes have μ = 0: they are absolute magnitudes of a 1 R_sun star at 10 pc, plus
-extinction. Unless --noiseless, each magnitude gets Gaussian noise with a fixed per-survey 1σ error
-(mag): {', '.join(f'{k} {v}' for k, v in SIMPLE_ERRORS.items())}; all bands are present. The
-same --seed gives an identical file.""")
+absent). The photometry comes from the observation model the shipped model was trained with: each
+star is placed at a distance where the mean of its magnitudes is uniform in --ref-mag (default
+8-20 mag), gets the surveys' depth-dependent errors (0.002-0.3 mag) and noise, and misses bands as
+cross-matched catalogues do (--all-bands keeps all). The file can be fed straight to `irisml-tf
+infer`. --noiseless writes the simulator's own magnitudes instead: μ = 0 (absolute magnitudes of
+a 1 R_sun star at 10 pc, plus extinction), errors 0, all bands. The same --seed (and options)
+gives an identical file.""")
 @click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Number of stars.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed of θ, brightness, errors and noise: the same seed gives an identical file.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--noiseless", is_flag=True, help="No noise; errors are 0 and all 25 bands present.")
+@click.option("--ref-mag", type=(float, float), default=None, metavar="LO HI",
+              help="Range of a star's mean magnitude [mag] (default: the observation model's 8 20).")
+@click.option("--all-bands", is_flag=True,
+              help="Keep every band the grid models for the star: a band beyond its survey's depth gets "
+                   "the largest training error (0.3 mag) and may lie beyond infer's 32 mag limit.")
+@click.option("--noiseless", is_flag=True, help="μ = 0, no noise; errors are 0 and all 25 bands present.")
 @click.option("--fix", multiple=True, metavar="NAME=VALUE",
               help="Pin a parameter (repeatable), e.g. --fix av=0 --fix rv=3.1.")
 @click.option("--prior", "prior_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Prior config YAML (default: configs/prior.yaml's values).")
 @click.option("--grid", "grid_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Grid file (default: the shipped BOSZ grid).")
-def simulate(n, seed, out, noiseless, fix, prior_path, grid_path) -> None:
+def simulate(n, seed, out, ref_mag, all_bands, noiseless, fix, prior_path, grid_path) -> None:
     from irisml_tf.catalog import TABLE_FORMATS, write_table
     from irisml_tf.data.table import simulate_table
 
@@ -55,8 +60,9 @@ def simulate(n, seed, out, noiseless, fix, prior_path, grid_path) -> None:
         raise click.BadParameter(f"unknown extension `{out.suffix}`; use .parquet, .csv or .fits", param_hint="--out")
     fixed = _parse_fix(fix)
     try:
-        df = simulate_table(n, seed, fixed=fixed, noise=None if noiseless else SIMPLE_ERRORS,
-                            prior=prior_path, grid=grid_path, progress=True)
+        df = simulate_table(n, seed, fixed=fixed, prior=prior_path, grid=grid_path, observe=not noiseless,
+                            observation={"ref_mag": list(ref_mag)} if ref_mag else None, all_bands=all_bands,
+                            progress=True)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     write_table(df, out)

@@ -22,6 +22,34 @@ TINY = {
 }
 
 
+#: Session fixtures that take more than a few seconds: a tiny training (~1 min on 2 cores; the
+#: fixtures tiny_run, tiny_export and tiny_model are built on it) and the astroariadne wheel (a
+#: download, for a full grid rebuild). A test that uses one is marked `slow`.
+SLOW_FIXTURES = {"tiny_training", "ariadne_wheel"}
+#: Tests that are slow without those fixtures: each took 15-40 s with --durations per file on 2
+#: cores shared by several jobs (an estimated 5-12 s alone); the others took under 15 s there.
+SLOW_TESTS = {
+    "test_training.py::test_sigterm_checkpoints_and_resume_continues",  # trains in a subprocess
+    "test_training.py::test_nan_batch_is_skipped_and_changes_nothing",
+    "test_inference_core.py::test_graph_only_savedmodel_roundtrip",
+    "test_inference_core.py::test_run_importance_sampling_traced",
+    "test_grid.py::test_build_from_bosz_spectra",
+    "test_prior.py::test_prior_and_simulator_agree_on_support",
+    "test_simulator.py::test_gradients_finite",
+    "test_mcmc.py::test_cli_without_model",
+    "test_model.py::test_same_seed_same_samples",
+    "test_model.py::test_posterior_density_normalises_in_physical_units",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `slow` what the fast tier (`python -m pytest -m "not slow"`) leaves out."""
+    for item in items:
+        name = f"{item.path.name}::{item.originalname}"
+        if SLOW_FIXTURES.intersection(item.fixturenames) or name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def grid():
     from irisml_tf.physics.grid import load_grid

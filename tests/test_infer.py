@@ -23,17 +23,16 @@ OPTS = dict(num_samples=32, seed=7, chunk_size=5, progress=False)
 
 @pytest.fixture(scope="module")
 def stars() -> pd.DataFrame:
-    """12 simulated stars at μ = 9 with Gaia (magnitudes only: default errors), 2MASS and WISE W1
-    under the surveys' column names, plus an id and the true parameters."""
+    """12 simulated stars with mean magnitude 9-13 with Gaia (magnitudes only: default errors), 2MASS
+    and WISE W1 under the surveys' column names, plus an id and the true parameters."""
     from irisml_tf.data.table import simulate_table
 
-    sim = simulate_table(12, seed=4, noise={"Gaia": 0.003, "GALEX": 0.05, "PS1": 0.02, "SDSS": 0.03,
-                                            "SkyMapper": 0.03, "2MASS": 0.03, "WISE": 0.03})
+    sim = simulate_table(12, seed=4, observation={"ref_mag": [9.0, 13.0]}, all_bands=True)
     df = pd.DataFrame({"source_id": np.arange(100, 112)})
     for name in ("teff", "logg", "mh", "av", "rv"):
         df[name] = sim[name]
     for col, alias in SURVEY_NAMES.items():
-        df[alias] = sim[col] + (9.0 if not col.endswith("_err") else 0.0)
+        df[alias] = sim[col]
     return df
 
 
