@@ -281,6 +281,20 @@ def test_same_seed_same_samples(model):
     np.testing.assert_allclose(graph(50, tf.constant([7, 8])).numpy(), a, rtol=1e-5, atol=1e-3)
 
 
+def test_per_star_seeds_make_a_star_independent_of_its_batch(model):
+    bi, mag, err = make_batch(batch=3, seed=16)
+    seeds = np.array([[1, 2], [3, 4], [5, 6]], np.int32)
+    whole = model.sample(40, bi, mag, err, seed=seeds).numpy()
+    alone = model.sample(40, bi[1:2], mag[1:2], err[1:2], seed=seeds[1:2]).numpy()
+    np.testing.assert_allclose(whole[1], alone[0], rtol=1e-5, atol=1e-4)
+    swapped = model.sample(40, bi[::-1], mag[::-1], err[::-1], seed=seeds[::-1]).numpy()
+    np.testing.assert_allclose(swapped[::-1], whole, rtol=1e-5, atol=1e-4)
+    other = model.sample(40, bi, mag, err, seed=seeds + 1).numpy()
+    assert not np.allclose(other, whole)
+    with pytest.raises(ValueError, match=r"\[B, 2\]"):
+        model.sample(40, bi, mag, err, seed=np.zeros((3, 3), np.int32))
+
+
 def test_conditioning_is_routed_inside_tf_function(model):
     """Two flows in one graph get uniquified bijector names (maf0_1...): routing must follow."""
     bi, mag, err = make_batch(seed=16)

@@ -111,12 +111,18 @@ class ConditionalMAF(keras.layers.Layer):
 
         The context enters each MADE as [B, 1, C] and broadcasts over the N samples, so its
         projections run once per star, not once per sample (the autoregressive sampling pass
-        calls every MADE D times).
+        calls every MADE D times). ``seed``: None, a stateless int32 [2] for the batch, or int32
+        [B, 2], one per star (then a star's draws do not depend on the other rows).
         """
         chain = self.bijector()
         kwargs = self.routing(chain, context[:, None, :])
         base = self.base_distribution()
-        x = base.sample(tf.stack([tf.shape(context)[0], num_samples]), seed=seed)
+        if seed is not None and seed.shape.rank == 2:  # one stateless seed per star: [B, 2]
+            # a star's draws depend on its own seed only, not on the batch it shares
+            x = tf.map_fn(lambda s: base.sample(num_samples, seed=s), seed,
+                          fn_output_signature=tf.TensorSpec([None, self.event_dim], tf.float32))
+        else:
+            x = base.sample(tf.stack([tf.shape(context)[0], num_samples]), seed=seed)
         z = chain.forward(x, **kwargs)
         log_q = base.log_prob(x) - chain.forward_log_det_jacobian(x, event_ndims=1, **kwargs)
         return z, log_q

@@ -60,14 +60,15 @@ def _floats(values, name: str) -> list[float] | None:
 
 
 def _stateless_seed(seed):
-    """None stays None (fresh samples); an int s becomes [s, 0]; else int32 [2]."""
+    """None stays None (fresh samples); an int s becomes [s, 0]; else int32 [2] (the batch) or
+    [B, 2] (one per star)."""
     if seed is None:
         return None
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
     if seed.shape.rank == 0:
         seed = tf.stack([seed, tf.zeros([], tf.int32)])
-    if seed.shape.rank is not None and (seed.shape.rank != 1 or seed.shape[0] not in (None, 2)):
-        raise ValueError(f"`seed` must be an int or have shape [2], got shape {seed.shape}")
+    if seed.shape.rank not in (1, 2) or seed.shape[-1] not in (None, 2):
+        raise ValueError(f"`seed` must be an int or have shape [2] or [B, 2], got shape {seed.shape}")
     return seed
 
 
@@ -167,8 +168,9 @@ class PosteriorModel(keras.Model):
         """``num_samples`` draws per star and their log q.
 
         Returns (theta [B, num_samples, 5] in physical units, log_q [B, num_samples]).
-        ``seed``: stateless int32 [2] (an int s means [s, 0]); the same seed gives the same
-        samples; None draws fresh samples each call.
+        ``seed``: stateless int32 [2] (an int s means [s, 0]) or [B, 2] (one per star: a star's
+        draws then depend on its own seed, not on the rows it shares the batch with); the same
+        seed gives the same samples; None draws fresh samples each call.
         """
         seed = _stateless_seed(seed)
         context = self.context(band_index, mag, mag_err)
