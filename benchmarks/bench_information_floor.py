@@ -8,8 +8,9 @@ data themselves. For each simulated star (the model's prior and observation mode
 generator as `evaluate`), emcee samples the exact posterior under the same likelihood and prior
 (:func:`irisml_tf.inference.mcmc.mcmc_reference`: walkers started from the model's
 importance-weighted draws, 32 walkers × --steps, first --burn discarded). The RMSE of the exact
-posterior median over the stars, and the root mean posterior variance, are the floor a perfect amortised posterior would reach on these stars; the
-model's own RMSE (flow draws, and after importance sampling) is printed beside them.
+posterior median over the stars, and the root mean posterior variance, are the floor a perfect
+amortised posterior would reach on these stars; the model's own RMSE (flow draws, and after
+importance sampling) is printed beside them.
 """
 from __future__ import annotations
 

@@ -272,7 +272,7 @@ def test_evaluate_cli_writes_metrics_and_figures(evaluated):
     m = json.loads((out / "a" / "metrics.json").read_text())
     assert m["seed"] == 3 and m["n"] == 48 and len(m["levels"]) == 99
     assert list(m["sets"]) == ["all", "gaia_2mass_wise", "gaia", "random"]
-    for name, s in m["sets"].items():
+    for s in m["sets"].values():
         for stage in ("before", "after"):
             st = s[stage]
             assert set(st["point"]) == {"teff", "logg", "mh", "av", "rv"}

@@ -28,7 +28,7 @@ and same numbers (wall times aside).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,7 +332,7 @@ def _cell(value, verdict: str, width: int) -> str:
 def format_targets(result: Mapping) -> str:
     """The compact table: one row per target and stage, one column per band set."""
     sets = list(result["sets"])
-    width = max(19, *(len(s) + 2 for s in sets))
+    width = max(22, *(len(s) + 2 for s in sets))  # room for "-0.001234 n too small"
     head = f"{'target':<26}{'stage':<8}{'limit':>9}  " + "".join(f"{s:>{width}}" for s in sets)
     lines = [f"n = {result['n']} stars per set, {result['samples']} samples, seed {result['seed']}", head,
              "-" * len(head)]

@@ -306,8 +306,9 @@ def run_mcmc_catalog(catalog: str | Path, out: str | Path, options: MCMCOptions 
                      model_dir: str | Path | None = None, progress: bool = True,
                      say: Callable[[str], None] = _silent) -> MCMCSummary:
     """Run the MCMC reference on the chosen rows of ``catalog`` and write one row per star to
-    ``out`` (format by extension); ``options`` None = the defaults. ``say`` gets the notes a user should see (column matching,
-    no model found). Raises ValueError for bad options or an unusable catalogue."""
+    ``out`` (format by extension); ``options`` None = the defaults. ``say`` gets the notes a user
+    should see (column matching, no model found). Raises ValueError for bad options or an
+    unusable catalogue."""
     from tqdm.auto import tqdm
 
     from irisml_tf.catalog import TABLE_FORMATS, read_table, write_table
