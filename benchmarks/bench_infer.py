@@ -3,8 +3,8 @@
     python benchmarks/bench_infer.py                       # the shipped model, 1000 samples/star
     python benchmarks/bench_infer.py --model DIR --stars 64 --samples 1000 --repeats 5
 
-Two paths on the same simulated stars (`evaluate`'s test stars, band set "random": the model's
-own prior and observation model, seed fixed):
+Two paths on the same simulated stars (the test stars of irisml_tf.data.testsets, band set
+"random": the model's own prior and observation model, seed fixed):
   library     run_importance_sampling in a tf.function (XLA simulator), the model rebuilt from
               the export's assets/run (the same weights);
   savedmodel  the exported signature through tf.saved_model.load (ExportedModel.run), as
@@ -34,7 +34,7 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from irisml_tf.evaluate import simulate_test_sets
+    from irisml_tf.data.testsets import simulate_test_sets
     from irisml_tf.inference.importance import run_importance_sampling
     from irisml_tf.rundir import load_posterior
     from irisml_tf.serving import load_model

@@ -56,7 +56,8 @@ def main() -> None:
     print(f"config {args.config} {' '.join(args.overrides)}: batch {t['batch_size']}, "
           f"embed {m['embed_dim']}×{m['num_blocks']} blocks, {m['flow_blocks']} flow blocks "
           f"{m['made_hidden']}, {session.num_parameters()} parameters, "
-          f"{session.num_replicas} replica(s), {tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads")
+          f"{session.num_replicas} replica(s), "
+          f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads")
     session.fit(total, 0, [Clock()])
     rates = []
     for w in range(args.windows):

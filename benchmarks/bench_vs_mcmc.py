@@ -2,8 +2,8 @@
 
     python benchmarks/bench_vs_mcmc.py [--model DIR] [--stars 20] [--seed 0] [--bands gwm|all] [--quick]
 
-Stars: `irisml-tf evaluate`'s test stars (:func:`irisml_tf.evaluate.simulate_test_sets`: the
-model's prior, THE simulator, the model's observation model) in a fixed band set: by default the
+Stars: `irisml-tf evaluate`'s test stars (:func:`irisml_tf.data.testsets.simulate_test_sets`:
+the model's prior, THE simulator, the model's observation model) in a fixed band set: by default the
 realistic Gaia G/BP/RP + 2MASS J/H/Ks + WISE W1/W2 (8 bands), or all 25 with ``--bands all``.
 
 NPE + IS: one batched ``model.run`` for all stars (as a catalogue is run), with N samples per star
@@ -11,10 +11,11 @@ chosen from a pilot run's efficiency so that every star reaches ESS ≥ target (
 model's max_samples; stars still short are reported). Timed as the median of 5 calls after a
 warm-up; time per star = batch time / stars.
 
-emcee: per star, :func:`irisml_tf.inference.mcmc.run_mcmc` on the same likelihood and prior (the
-model's sys_floor and prior config), 32 walkers, burn-in 500 steps, started from the best prior
-draws (NOT from NPE samples, so that emcee gets no help from the network), extended until the
-smallest per-parameter ESS (= post-burn samples / emcee τ) reaches the target. Time per star = its
+emcee: per star, :func:`irisml_tf.inference.mcmc.mcmc_reference` (the one MCMC-vs-NPE comparison)
+on the same likelihood and prior (the model's sys_floor and prior config), 32 walkers, burn-in 500
+steps, started from the best prior draws (NOT from NPE samples, so that emcee gets no help from
+the network), extended until the smallest per-parameter ESS (= post-burn samples / emcee τ)
+reaches the target (the 50 τ convergence rule is reported, not required). Time per star = its
 wall time (initialisation, burn-in and sampling). A warm-up chain compiles the graph first.
 
 The last line is ``<ratio>x`` with ratio = median emcee time per star / NPE time per star.
@@ -49,6 +50,36 @@ def time_npe(model, bi, mag, err, target_ess: float, seed: int, reps: int = 5):
     return n, statistics.median(times), out
 
 
+def mcmc_rows(model, stars, out, t_npe: float, target: float, burn: int, seed: int) -> list[float]:
+    """emcee per star until min ESS ≥ target; prints a row per star; returns the wall times."""
+    import numpy as np
+
+    from irisml_tf.inference.mcmc import ChainOptions, LogPosterior, mcmc_reference, run_mcmc
+
+    theta, bi, mag, err = stars
+    sim, prior = model.physics()
+    log_post = LogPosterior(sim, prior, model.observation.sys_floor)
+    # compile both walker-batch shapes and the initialisation first (not timed)
+    run_mcmc(log_post, bi[0], mag[0], err[0], ChainOptions(nsteps=20, burn=10), seed=seed)
+    chain = ChainOptions(nsteps=burn + 200, burn=burn, max_steps=50_000, until_converged=False, target_ess=target)
+    print(f"emcee: 32 walkers, burn-in {burn} steps, prior-based start (not from NPE), run until "
+          f"min ESS ≥ {target:g}")
+    print(f"{'star':>4} {'teff':>7} {'logg':>5} {'nb':>3} {'npe_ess':>8} {'mc_steps':>8} "
+          f"{'mc_ess':>7} {'tau_max':>7} {'50tau':>5} {'dteff/sd':>8} {'mcmc_s':>8} {'npe_ms':>7} {'ratio':>8}")
+    times = []
+    for i in range(len(theta)):
+        ref = mcmc_reference(log_post, bi[i], mag[i], err[i], chain, npe_samples=out["samples"][i],
+                             npe_weights=out["weights"][i], init="prior", seed=seed + i)
+        r = ref.mcmc
+        times.append(r.wall_seconds)
+        print(f"{i:>4} {theta[i, 0]:7.0f} {theta[i, 1]:5.2f} {int((bi[i] >= 0).sum()):>3} "
+              f"{out['ess'][i]:8.0f} {r.nsteps:>8} {r.ess.min():7.0f} {np.max(r.tau):7.1f} "
+              f"{'yes' if r.converged else 'no':>5} {ref.after['teff']['median_diff_sigma']:8.2f} "
+              f"{r.wall_seconds:8.2f} {t_npe * 1e3:7.2f} {r.wall_seconds / t_npe:8.0f}")
+        sys.stdout.flush()
+    return times
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="exported model (default: irisml_tf.serving.default_model_path())")
@@ -62,8 +93,7 @@ def main(argv=None) -> None:
 
     import numpy as np
 
-    from irisml_tf.evaluate import BAND_SETS, simulate_test_sets
-    from irisml_tf.inference.mcmc import compare_to_npe, run_mcmc
+    from irisml_tf.data.testsets import BAND_SETS, simulate_test_sets
     from irisml_tf.serving import load_model
 
     stars, target, burn = args.stars, args.target_ess, 500
@@ -71,12 +101,10 @@ def main(argv=None) -> None:
         stars, target, burn = min(stars, 3), 200.0, 200
     model = load_model(args.model)
     band_set = "all" if args.bands == "all" else "gaia_2mass_wise"
-    bands = BAND_SETS[band_set]
     sim, prior = model.physics()
     theta, sets = simulate_test_sets(sim, prior, model.observation, stars, args.seed, [band_set])
     bi, mag, err = (sets[band_set][k] for k in ("band_index", "mag", "mag_err"))
-    sys_floor = model.observation.sys_floor
-    print(f"model {model.path}; {stars} stars from its prior, bands: {', '.join(bands)} "
+    print(f"model {model.path}; {stars} stars from its prior, bands: {', '.join(BAND_SETS[band_set])} "
           f"(observed: {int((bi >= 0).sum(1).min())}–{int((bi >= 0).sum(1).max())} per star); "
           f"target ESS {target:g}; cores {os.cpu_count()}")
 
@@ -89,26 +117,7 @@ def main(argv=None) -> None:
         print(f"NPE+IS: stars {short.tolist()} reach only ESS {np.round(out['ess'][short]).tolist()} "
               f"< {target:g} at N={n} (the cap is max_samples={model.meta.max_samples})")
 
-    # emcee: compile both walker-batch shapes and the initialisation first (not timed)
-    run_mcmc(sim, prior, bi[0], mag[0], err[0], sys_floor, nsteps=20, burn=10, seed=args.seed)
-    print("emcee: 32 walkers, burn-in", burn, "steps, prior-based start (not from NPE), run until "
-          f"min ESS ≥ {target:g}")
-    head = f"{'star':>4} {'teff':>7} {'logg':>5} {'nb':>3} {'npe_ess':>8} {'mc_steps':>8} " \
-           f"{'mc_ess':>7} {'tau_max':>7} {'50tau':>5} {'dteff/sd':>8} {'mcmc_s':>8} {'npe_ms':>7} {'ratio':>8}"
-    print(head)
-    mc_times = []
-    for i in range(stars):
-        r = run_mcmc(sim, prior, bi[i], mag[i], err[i], sys_floor, nsteps=burn + 200, burn=burn,
-                     seed=args.seed + i, target_ess=target, max_steps=50_000)
-        mc_times.append(r.wall_seconds)
-        w = out["weights"][i]
-        cmp = compare_to_npe(r.samples, out["samples"][i], w)
-        print(f"{i:>4} {theta[i, 0]:7.0f} {theta[i, 1]:5.2f} {int((bi[i] >= 0).sum()):>3} "
-              f"{out['ess'][i]:8.0f} {r.nsteps:>8} {r.ess.min():7.0f} {r.tau.max():7.1f} "
-              f"{'yes' if r.converged else 'no':>5} {cmp['teff']['median_diff_sigma']:8.2f} "
-              f"{r.wall_seconds:8.2f} {t_npe * 1e3:7.2f} {r.wall_seconds / t_npe:8.0f}")
-        sys.stdout.flush()
-    med = statistics.median(mc_times)
+    med = statistics.median(mcmc_rows(model, (theta, bi, mag, err), out, t_npe, target, burn, args.seed))
     print(f"median emcee time per star: {med:.2f} s; NPE+IS time per star: {t_npe * 1e3:.2f} ms "
           f"(batch of {stars}, N={n})")
     print("ratio = median emcee wall time per star to ESS ≥ target / (NPE+IS batch time / stars)")

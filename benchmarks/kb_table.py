@@ -60,9 +60,8 @@ def ours_k(sim, bands, av=AV):
 
 def dustapprox_models():
     """{passband: model} from dustapprox's precomputed Kurucz/F99 models at R0 = 3.1 (A0, teffnorm)."""
-    from dustapprox.models import PrecomputedModel
-
     from dustapprox.io import ecsv
+    from dustapprox.models import PrecomputedModel
 
     lib = PrecomputedModel()
     wanted = set(DUSTAPPROX_NAMES.values())
@@ -110,8 +109,9 @@ def dustapprox_grid(models):
     """dustapprox's own example Kurucz grid (Gaia DR3 only, shipped with the package) at our three
     stars, [Fe/H] = 0, A0 = 1: raw A_X/A0 (mean over its α/Fe rows) and the polynomial at the same
     point. Returns {band: (grid (3,), poly (3,))} or {} if the file is absent."""
-    import pandas as pd
     from importlib import resources
+
+    import pandas as pd
 
     path = Path(str(resources.files("dustapprox") / "data" / "precomputed" / "grids" /
                     "kurucz_gaiaedr3_small_a0_grid.csv"))
@@ -161,7 +161,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ariadne", type=Path, default=None,
                    help="astroariadne wheel: adds the Gaia DR3-vs-DR2 passband check on our proxy spectra "
-                        "(default: $IRISML_ARIADNE_WHEEL or /tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl if present)")
+                        "(default: $IRISML_ARIADNE_WHEEL or /tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl "
+                        "if present)")
     args = p.parse_args(argv)
     try:
         import dustapprox  # noqa: F401  (only to fail early with a clear message)
@@ -176,7 +177,8 @@ def main(argv=None):
         models, files, spread = dustapprox_models()
         sim = Simulator()  # shared by both ours_k calls: each Simulator compiles its own graph
         k_ours = ours_k(sim, BANDS)
-        src = args.ariadne or Path(os.environ.get("IRISML_ARIADNE_WHEEL", "/tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl"))
+        wheel = os.environ.get("IRISML_ARIADNE_WHEEL", "/tmp/ariadne/astroariadne-1.5.2-py3-none-any.whl")
+        src = args.ariadne or Path(wheel)
         passband = gaia_passband_effect(src) if src.exists() else None
         grid_check = dustapprox_grid(models)
 
@@ -203,7 +205,7 @@ def main(argv=None):
 
     head = "| band | pivot [Å] |"
     rule = "|---|---:|"
-    for t, g in STARS:
+    for t, _logg in STARS:
         head += f" {t:.0f} K ours | F99 piv | dapx |"
         rule += "---:|---:|---:|"
     head += " explanation |"
@@ -259,9 +261,9 @@ def main(argv=None):
           f"{ratio.min():.4f}–{ratio.max():.4f}, mean {ratio.mean():.4f}; 2.5/ln 10 = {LN_FACTOR:.4f}")
 
     if grid_check:
-        print("\ndustapprox's own example Kurucz grid (kurucz_gaiaedr3_small_a0_grid.csv, Gaia DR3 passbands) at the "
-              "same (Teff, log g), [Fe/H] = 0, A0 = 1,\nmean over its α/Fe rows: raw A_X/A0, its polynomial at the same "
-              "point, and the grid re-read (÷ 1.0857) − ours:")
+        print("\ndustapprox's own example Kurucz grid (kurucz_gaiaedr3_small_a0_grid.csv, Gaia DR3 passbands) "
+              "at the same (Teff, log g), [Fe/H] = 0, A0 = 1,\nmean over its α/Fe rows: raw A_X/A0, its polynomial "
+              "at the same point, and the grid re-read (÷ 1.0857) − ours:")
         for b, (gk, pk) in grid_check.items():
             print(f"  {b}: " + "; ".join(f"{t:.0f} K grid {gk[s]:.4f} poly {pk[s]:.4f} re-read−ours "
                                         f"{gk[s] / LN_FACTOR - k_ours[s, BANDS.index(b)]:+.4f}"

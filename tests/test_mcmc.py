@@ -26,10 +26,24 @@ def star(sim):
 
 
 @pytest.fixture(scope="module")
-def chain(sim, prior, star):
+def log_post(sim, prior):
+    """One LogPosterior for every star of this module (the caller holds it)."""
+    from irisml_tf.inference.mcmc import LogPosterior
+
+    return LogPosterior(sim, prior, SYS)
+
+
+def _opts(**kw):
+    from irisml_tf.inference.mcmc import ChainOptions
+
+    return ChainOptions(**kw)
+
+
+@pytest.fixture(scope="module")
+def chain(log_post, star):
     from irisml_tf.inference.mcmc import run_mcmc
 
-    return run_mcmc(sim, prior, *star, SYS, nwalkers=32, nsteps=300, burn=100, seed=1)
+    return run_mcmc(log_post, *star, _opts(nwalkers=32, nsteps=300, burn=100), seed=1)
 
 
 def test_recovers_theta(chain):
@@ -46,10 +60,9 @@ def test_recovers_theta(chain):
     assert not chain.converged  # 200 steps < 50 τ: the flag says so
 
 
-def test_emcee_log_prob_is_likelihood_plus_prior(sim, prior, star, chain):
+def test_emcee_log_prob_is_likelihood_plus_prior(sim, prior, star, chain, log_post):
     """The values emcee stored are log_likelihood_theta + prior.log_prob (no second copy)."""
     from irisml_tf.inference.likelihood import log_likelihood_theta
-    from irisml_tf.inference.mcmc import log_posterior
 
     bi, mag, err = star
     inputs = {"band_index": bi[None], "mag": mag[None], "mag_err": err[None]}
@@ -58,53 +71,157 @@ def test_emcee_log_prob_is_likelihood_plus_prior(sim, prior, star, chain):
     np.testing.assert_allclose(chain.log_prob[-1], ref, rtol=1e-6)
     # outside the prior (av < 0) and outside the grid (teff 1000 K): −inf, never NaN
     odd = np.array([[5500, 4.3, -0.2, -0.1, 3.1], [1000, 4.3, -0.2, 0.5, 3.1]], np.float32)
-    lp = log_posterior(sim, prior, SYS)
+    lp = log_post  # the one the chain ran on: its trace is reused across stars
     assert np.all(lp(odd, *star) == -np.inf)
-    assert lp is log_posterior(sim, prior, SYS)  # one traced function, reused across stars
+    assert lp.n_calls >= chain.n_likelihood_calls
     before = lp._fn.experimental_get_tracing_count()
     lp(theta[:16], bi[:8], mag[:8], err[:8])  # another star, another walker count: no retrace
     assert lp._fn.experimental_get_tracing_count() == before
 
 
-def test_same_seed_same_chain(sim, prior, star):
+def test_same_seed_same_chain(log_post, star):
     from irisml_tf.inference.mcmc import run_mcmc
 
-    a = run_mcmc(sim, prior, *star, SYS, nwalkers=16, nsteps=40, burn=10, seed=5)
-    b = run_mcmc(sim, prior, *star, SYS, nwalkers=16, nsteps=40, burn=10, seed=5)
-    c = run_mcmc(sim, prior, *star, SYS, nwalkers=16, nsteps=40, burn=10, seed=6)
+    opts = _opts(nwalkers=16, nsteps=40, burn=10)
+    a = run_mcmc(log_post, *star, opts, seed=5)
+    b = run_mcmc(log_post, *star, opts, seed=5)
+    c = run_mcmc(log_post, *star, opts, seed=6)
     np.testing.assert_array_equal(a.chain, b.chain)
     np.testing.assert_array_equal(a.log_prob, b.log_prob)
     assert not np.array_equal(a.chain, c.chain)
 
 
-def test_target_ess_extends_the_chain(sim, prior, star, chain):
+def test_target_ess_extends_the_chain(log_post, star, chain):
     from irisml_tf.inference.mcmc import run_mcmc
 
     init = chain.chain[-1]  # start in the posterior: a short burn-in suffices
-    r = run_mcmc(sim, prior, *star, SYS, nwalkers=32, nsteps=100, burn=20, seed=2, init=init,
-                 target_ess=400)
+    opts = _opts(nwalkers=32, nsteps=100, burn=20, max_steps=100_000, until_converged=False, target_ess=400)
+    r = run_mcmc(log_post, *star, opts, seed=2, init=init)
     assert r.nsteps > 100
     assert r.ess.min() >= 400
     assert r.samples.shape == ((r.nsteps - 20) * 32, 5)
 
 
-def test_bad_inputs_named(sim, prior, star):
+def _ar1(rho, steps, walkers=32, seed=0):
+    """AR(1) chains [steps, walkers, 5] with τ = (1 + ρ) / (1 − ρ) (ρ = 1: a random walk)."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((steps, walkers, 5))
+    x[0] = rng.standard_normal((walkers, 5))
+    noise = rng.standard_normal((steps, walkers, 5)) * (np.sqrt(1 - rho ** 2) if rho < 1 else 1.0)
+    for t in range(1, steps):
+        x[t] = rho * x[t - 1] + noise[t]
+    return x
+
+
+def test_convergence_rule_on_known_chains():
+    from irisml_tf.inference.mcmc import CONVERGED_TAUS, convergence
+
+    long = convergence(_ar1(0.9, 4100), burn=100)  # τ = 19: 4000 steps = 210 τ
+    np.testing.assert_allclose(long.tau, 19.0, rtol=0.15)
+    assert long.length == 4000 and long.long_enough and long.stable and long.converged
+    assert long.note() == ""
+    short = convergence(_ar1(0.9, 600), burn=100)  # 500 steps = 26 τ
+    assert not short.long_enough and not short.converged
+    assert f"needs {CONVERGED_TAUS:g} τ" in short.note()
+    # a random walk: τ grows with the chain, so it is never stable, however long
+    walk = convergence(_ar1(1.0, 4100), burn=100)
+    assert not walk.converged and walk.tau_change > 0.1 and "τ still changing" in walk.note()
+    stuck = convergence(np.ones((200, 32, 5)), burn=10)  # walkers that never moved
+    assert np.all(np.isinf(stuck.tau)) and not stuck.converged and "not estimable" in stuck.note()
+
+
+class _Gaussian:
+    """A LogPosterior stand-in: N(THETA, diag SD²) whatever the star (the walkers' start is given)."""
+
+    SD = np.array([100.0, 0.1, 0.1, 0.05, 0.1])
+
+    def __init__(self):
+        self.n_calls = 0
+
+    def __call__(self, theta, *star):
+        self.n_calls += len(theta)
+        return -0.5 * np.sum(((np.asarray(theta) - THETA) / self.SD) ** 2, axis=1)
+
+    def start(self, nwalkers, seed=0):
+        return THETA + self.SD * np.random.default_rng(seed).standard_normal((nwalkers, 5))
+
+
+def test_runs_until_converged(star, monkeypatch):
+    from irisml_tf.inference import mcmc
+
+    # the rule at 10 τ and 30 % instead of 50 τ and 10 % (τ ≈ 60 steps here: the real rule takes
+    # ~8000 steps, ~10 s of emcee overhead)
+    monkeypatch.setattr(mcmc, "CONVERGED_TAUS", 10.0)
+    monkeypatch.setattr(mcmc, "TAU_RTOL", 0.3)
+    run_mcmc, CONVERGED_TAUS = mcmc.run_mcmc, mcmc.CONVERGED_TAUS
+    g = _Gaussian()
+    r = run_mcmc(g, *star, _opts(nwalkers=16, nsteps=60, burn=10, max_steps=50_000), init=g.start(16), seed=3)
+    assert r.converged and not r.capped and r.status_codes() == []
+    assert r.nsteps > 60 and r.nsteps - 10 >= CONVERGED_TAUS * r.tau.max()
+    assert r.convergence.stable and r.nsteps < 50_000
+    assert r.samples.shape == ((r.nsteps - 10) * 16, 5)
+    np.testing.assert_allclose(r.samples.std(axis=0), _Gaussian.SD, rtol=0.2)
+    # the same seed, the same segments
+    again = run_mcmc(g, *star, _opts(nwalkers=16, nsteps=60, burn=10, max_steps=50_000), init=g.start(16), seed=3)
+    np.testing.assert_array_equal(again.chain, r.chain)
+
+
+def test_cap_stops_an_unconverged_chain_and_says_so(star):
+    from irisml_tf.inference.mcmc import run_mcmc
+
+    g = _Gaussian()
+    r = run_mcmc(g, *star, _opts(nwalkers=16, nsteps=100, burn=20, max_steps=300), init=g.start(16))
+    assert r.nsteps == 300 and r.max_steps == 300 and not r.converged and r.capped
+    (code,) = r.status_codes()
+    assert code.startswith("mcmc:not_converged(stopped at max_steps 300: ") and "needs 50 τ" in code
+    assert ";" not in code and "=" not in code  # one status code (irisml_tf.columns.status_key)
+    # a fixed-length chain (max_steps = nsteps) is never extended
+    fixed = run_mcmc(g, *star, _opts(nwalkers=16, nsteps=100, burn=20), init=g.start(16))
+    assert fixed.nsteps == 100 and fixed.capped
+
+
+def test_mcmc_reference_starts_and_compares(log_post, star, chain):
+    from irisml_tf.inference.mcmc import compare_to_npe, mcmc_reference
+
+    npe = chain.samples[::10]  # stand-in NPE draws: from the posterior itself
+    w = np.ones(len(npe))
+    opts = _opts(nwalkers=16, nsteps=30, burn=10)
+    ref = mcmc_reference(log_post, *star, opts, npe_samples=npe, npe_weights=w, init="npe", seed=[4, 1])
+    assert ref.init == "npe" and ref.mcmc.nsteps == 30
+    # the walkers started on NPE draws
+    assert all(any(np.allclose(x, y) for y in npe) for x in ref.mcmc.chain[0][:3])
+    assert ref.before == compare_to_npe(ref.mcmc.samples, npe)
+    assert ref.after == compare_to_npe(ref.mcmc.samples, npe, w)
+    few = np.where(np.arange(len(npe)) < 5, 1.0, 0.0)
+    assert mcmc_reference(log_post, *star, opts, npe_samples=npe, npe_weights=few, init="npe").init == \
+        "prior(npe_weights_too_few)"
+    alone = mcmc_reference(log_post, *star, opts, seed=[4, 1])
+    assert alone.init == "prior" and alone.before is None and alone.after is None
+    with pytest.raises(ValueError, match="needs `npe_samples`"):
+        mcmc_reference(log_post, *star, opts, init="npe")
+    with pytest.raises(ValueError, match="`init` must be one of"):
+        mcmc_reference(log_post, *star, opts, init="flow")
+
+
+def test_bad_inputs_named(log_post, star):
     from irisml_tf.inference.mcmc import run_mcmc
 
     bi, mag, err = star
     with pytest.raises(ValueError, match="`init`"):
-        run_mcmc(sim, prior, bi, mag, err, nwalkers=16, nsteps=10, burn=0, init=np.zeros((8, 5)))
+        run_mcmc(log_post, bi, mag, err, _opts(nwalkers=16, nsteps=10, burn=0), init=np.zeros((8, 5)))
     bad_init = np.tile(THETA, (16, 1)).astype(np.float64)
     bad_init[3, 3] = -1.0  # av < 0
     with pytest.raises(ValueError, match=r"walkers \[3\]"):
-        run_mcmc(sim, prior, bi, mag, err, nwalkers=16, nsteps=10, burn=0, init=bad_init)
+        run_mcmc(log_post, bi, mag, err, _opts(nwalkers=16, nsteps=10, burn=0), init=bad_init)
     one = np.where(np.arange(25) == 0, 0, -1).astype(np.int32)
     with pytest.raises(ValueError, match="1 usable band"):
-        run_mcmc(sim, prior, one, mag, err, nsteps=10, burn=0)
+        run_mcmc(log_post, one, mag, err, _opts(nsteps=10, burn=0))
     with pytest.raises(ValueError, match="burn"):
-        run_mcmc(sim, prior, bi, mag, err, nsteps=10, burn=10)
+        run_mcmc(log_post, bi, mag, err, _opts(nsteps=10, burn=10))
     with pytest.raises(ValueError, match="nwalkers"):
-        run_mcmc(sim, prior, bi, mag, err, nwalkers=15)
+        run_mcmc(log_post, bi, mag, err, _opts(nwalkers=15))
+    with pytest.raises(ValueError, match="max_steps"):
+        _opts(nsteps=100, burn=10, max_steps=50)
 
 
 def test_compare_to_npe_known_answer():
@@ -150,13 +267,11 @@ def test_npe_init():
 
 
 def test_parse_rows():
-    import click
-
-    from irisml_tf.cli.mcmc_cmd import parse_rows
+    from irisml_tf.app.mcmc import parse_rows
 
     assert parse_rows("0,3, 5-7,3", 10) == [0, 3, 5, 6, 7]
     for spec, msg in (("12", "10 rows"), ("7-5", "low-high"), ("a", "not a row"), (",", "no rows")):
-        with pytest.raises(click.BadParameter, match=msg):
+        with pytest.raises(ValueError, match=msg):
             parse_rows(spec, 10)
 
 
@@ -177,12 +292,16 @@ def test_cli_without_model(tmp_path, star):
 
     _catalog(star, tmp_path / "cat.csv")
     args = ["mcmc", str(tmp_path / "cat.csv"), "--out", str(tmp_path / "out.parquet"), "--no-npe",
-            "--walkers", "16", "--steps", "60", "--burn", "20", "--samples-out", str(tmp_path / "s.npz")]
+            "--walkers", "16", "--steps", "60", "--max-steps", "60", "--burn", "20",
+            "--samples-out", str(tmp_path / "s.npz")]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     out = read_table(tmp_path / "out.parquet")
     assert out["row"].tolist() == [0, 1, 2] and out["source_id"].tolist() == [11, 12, 13]
-    assert out["status"][0] == "ok" and out["status"][1].startswith("skipped:too_few_bands(2<")
+    # 60 steps cannot reach 50 τ: the cap is hit, and the row's status says so (no longer "ok")
+    assert out["status"][0].startswith("mcmc:not_converged(stopped at max_steps 60: ")
+    assert out["status"][1].startswith("skipped:too_few_bands(2<")
+    assert not out["converged"][0] and "WARNING: 2 chain(s) not converged (rows 0, 2)" in r.output
     assert np.isfinite(out["teff_median"][0]) and np.isnan(out["teff_median"][1])
     assert "teff_npe_dmed_sigma" not in out
     z = dict(np.load(tmp_path / "s.npz"))
@@ -203,7 +322,7 @@ def test_cli_with_model(tmp_path, star, tiny_export):
 
     _catalog(star, tmp_path / "cat.csv")
     args = ["mcmc", str(tmp_path / "cat.csv"), "--rows", "0-1", "--out", str(tmp_path / "out.csv"),
-            "--model", str(tiny_export), "--walkers", "16", "--steps", "60", "--burn", "20",
+            "--model", str(tiny_export), "--walkers", "16", "--steps", "60", "--max-steps", "60", "--burn", "20",
             "--npe-samples", "500", "--init", "npe", "--samples-out", str(tmp_path / "s.npz"),
             "--plots", str(tmp_path / "plots")]
     r = CliRunner().invoke(main, args)
@@ -215,7 +334,14 @@ def test_cli_with_model(tmp_path, star, tiny_export):
         for col in (f"{p}_npe_median", f"{p}_npe_dmed_sigma", f"{p}_in_npe68", f"{p}_in_npe95"):
             assert np.isfinite(out[col][0]) and np.isnan(out[col][1]), col
         assert 0 <= out[f"{p}_in_npe68"][0] <= out[f"{p}_in_npe95"][0] <= 1
-    assert out["npe_ess"][0] > 0
+    # the NPE's diagnostics named as `infer` names them; its quality flags as flag:<name> status codes
+    assert out["ess"][0] > 0 and 0 < out["is_efficiency"][0] <= 1 and np.isfinite(out["khat"][0])
+    assert not {"npe_ess", "npe_efficiency", "npe_khat", "npe_flag_bits"} & set(out.columns)
+    from irisml_tf.serving import load_model
+
+    codes = out["status"][0].split(";")
+    assert all(c.startswith(("flag:", "mcmc:", "mcmc_init:")) for c in codes), codes
+    assert {c[5:] for c in codes if c.startswith("flag:")} <= set(load_model(tiny_export).meta.flag_bits)
     z = dict(np.load(tmp_path / "s.npz"))
     assert z["row"].tolist() == [0]
     assert z["npe_samples"].shape == (1, 500, 5) and z["npe_weights"].shape == (1, 500)

@@ -6,10 +6,20 @@ with log p(x | θ) from :func:`~irisml_tf.inference.likelihood.log_likelihood_th
 the one simulator) and log p(θ) from :class:`~irisml_tf.physics.prior.Prior`. No second copy of the
 physics: :class:`LogPosterior` only adds the two. emcee runs with ``vectorize=True``, so each
 half-ensemble move is one TensorFlow call; the call is one ``tf.function`` with a fixed input
-signature, cached per (simulator, prior, sys_floor), so consecutive stars never retrace.
+signature, so the stars of a catalogue share one trace as long as the caller keeps one
+:class:`LogPosterior` for them.
 
-Used to validate single stars against the NPE posterior (:func:`compare_to_npe`) and as the speed
-baseline (benchmarks/bench_vs_mcmc.py). One star per call: band_index, mag, mag_err are 1-D [K].
+Convergence (:class:`Convergence`): a chain is trusted when its post-burn part is at least
+:data:`CONVERGED_TAUS` integrated autocorrelation times τ long (emcee's rule) and τ is stable: τ
+estimated on the first three quarters of the post-burn chain is within :data:`TAU_RTOL` of τ on
+all of it (an estimate that still grows with the chain means the chain has not yet seen the
+posterior's slowest direction). :func:`run_mcmc` runs in segments until that holds (and, if asked,
+until a target ESS is reached), up to ``max_steps``.
+
+:func:`mcmc_reference` is the one MCMC-vs-NPE comparison of a star (``irisml-tf mcmc``,
+``irisml-tf evaluate``'s corner star, benchmarks/bench_vs_mcmc.py): walkers started from the prior
+or from NPE draws, the chain, and :func:`compare_to_npe` of the flow's draws and of the
+importance-weighted ones. One star per call: band_index, mag, mag_err are 1-D [K].
 """
 from __future__ import annotations
 
@@ -23,13 +33,19 @@ from irisml_tf.inference.likelihood import default_sys_floor, log_likelihood_the
 from irisml_tf.inference.summaries import summarize, weighted_quantiles
 from irisml_tf.physics.simulator import PARAM_NAMES
 
-__all__ = ["MCMCResult", "LogPosterior", "log_posterior", "run_mcmc", "prior_init",
-           "npe_init", "compare_to_npe", "result_columns", "CONVERGED_TAUS"]
+__all__ = ["CONVERGED_TAUS", "TAU_RTOL", "LogPosterior", "ChainOptions", "Convergence", "convergence",
+           "MCMCResult", "run_mcmc", "prior_init", "npe_init", "compare_to_npe", "Reference",
+           "mcmc_reference", "INIT_CHOICES", "result_columns"]
 
 #: a chain (after burn-in) at least this many autocorrelation times long is trusted (emcee's rule)
 CONVERGED_TAUS = 50.0
+#: ... if τ on its first three quarters is within this fraction of τ on all of it
+TAU_RTOL = 0.10
+#: walker starts of :func:`mcmc_reference`
+INIT_CHOICES = ("prior", "npe")
 _N_INIT = 4096  # prior draws ranked for the default initialisation
-_MIN_BLOCK = 200  # smallest extension when running to a target ESS
+_MIN_BLOCK = 200  # smallest extension of a chain
+_MARGIN = 1.2  # extend to 1.2 × the length the current τ asks for: τ tends to grow with the chain
 
 
 class LogPosterior:
@@ -37,12 +53,14 @@ class LogPosterior:
 
     ``lp(theta, band_index, mag, mag_err)``: theta [N, 5] (physical units), the star's
     band_index int32 [K] (−1 = pad), mag, mag_err [K] → float64 numpy [N] (−inf outside the
-    prior's support or where an observed band is invalid in the model). Build it with
-    :func:`log_posterior` to share the trace between stars.
+    prior's support or where an observed band is invalid in the model). ``sys_floor``: systematic
+    floor (mag) added in quadrature; None = the default observation model's. Keep one for all the
+    stars of a job: they share its trace.
     """
 
-    def __init__(self, simulator, prior, sys_floor: float):
-        self.simulator, self.prior, self.sys_floor = simulator, prior, float(sys_floor)
+    def __init__(self, simulator, prior, sys_floor: float | None = None):
+        self.simulator, self.prior = simulator, prior
+        self.sys_floor = default_sys_floor() if sys_floor is None else float(sys_floor)
         self.n_calls = 0  # θ evaluated (walker positions), for the cost accounting
         self._fn = tf.function(self._log_post, reduce_retracing=True, input_signature=[
             tf.TensorSpec([None, 5], tf.float32), tf.TensorSpec([None], tf.int32),
@@ -63,17 +81,109 @@ class LogPosterior:
         return out.numpy().astype(np.float64)
 
 
-_LAST: list[LogPosterior] = []  # the last one built: stars of a catalogue share its trace
+@dataclass(frozen=True)
+class ChainOptions:
+    """How long :func:`run_mcmc` samples.
+
+    Attributes:
+      nwalkers: ensemble size (even, ≥ 10 = 2 × 5 parameters).
+      nsteps: steps per walker of the first segment, burn-in included.
+      burn: burn-in steps discarded from the start of the chain.
+      max_steps: the cap on the whole chain (steps per walker); None = ``nsteps``, i.e. a chain of
+        fixed length. Above ``nsteps``, the chain is extended in segments until the stopping rule
+        holds or the cap is reached.
+      until_converged: the stopping rule includes :attr:`Convergence.converged`.
+      target_ess: the stopping rule includes min per-parameter ESS ≥ this (None = no ESS target).
+    """
+
+    nwalkers: int = 32
+    nsteps: int = 2000
+    burn: int = 500
+    max_steps: int | None = None
+    until_converged: bool = True
+    target_ess: float | None = None
+
+    def __post_init__(self):
+        if self.nwalkers < 10 or self.nwalkers % 2:
+            raise ValueError(f"`nwalkers` must be even and ≥ 10 (2 × 5 parameters), got {self.nwalkers}")
+        if not 0 <= self.burn < self.nsteps:
+            raise ValueError(f"need 0 ≤ `burn` < `nsteps`, got burn={self.burn}, nsteps={self.nsteps}")
+        if self.max_steps is not None and self.max_steps < self.nsteps:
+            raise ValueError(f"`max_steps` ({self.max_steps}) must be ≥ `nsteps` ({self.nsteps})")
+        if self.target_ess is not None and not self.target_ess > 0:
+            raise ValueError(f"`target_ess` must be > 0, got {self.target_ess}")
+
+    @property
+    def cap(self) -> int:
+        """The most steps per walker the chain may have."""
+        return self.nsteps if self.max_steps is None else int(self.max_steps)
 
 
-def log_posterior(simulator, prior, sys_floor: float | None = None) -> LogPosterior:
-    """The :class:`LogPosterior` of this simulator, prior and systematic floor (reused while they
-    stay the same)."""
-    sys_floor = default_sys_floor() if sys_floor is None else float(sys_floor)
-    last = _LAST[0] if _LAST else None
-    if last is None or last.simulator is not simulator or last.prior is not prior or last.sys_floor != sys_floor:
-        _LAST[:] = [LogPosterior(simulator, prior, sys_floor)]
-    return _LAST[0]
+@dataclass(frozen=True)
+class Convergence:
+    """τ of a chain and the convergence rule (module docstring).
+
+    Attributes:
+      tau: [5] integrated autocorrelation time per parameter (steps) of the post-burn chain
+        (emcee's estimator, ``c=5``, no length check); inf where it cannot be estimated.
+      tau_early: [5] the same on the first three quarters of the post-burn chain.
+      length: post-burn steps per walker.
+    """
+
+    tau: np.ndarray
+    tau_early: np.ndarray
+    length: int
+
+    @property
+    def taus_long(self) -> float:
+        """The post-burn chain's length in units of the largest τ (0 if τ is not finite)."""
+        t = float(np.max(self.tau))
+        return self.length / t if np.isfinite(t) else 0.0
+
+    @property
+    def tau_change(self) -> float:
+        """max over parameters of |τ − τ_early| / τ (inf if τ is not finite)."""
+        if not np.all(np.isfinite(self.tau)):
+            return float("inf")
+        return float(np.max(np.abs(self.tau - self.tau_early) / self.tau))
+
+    @property
+    def long_enough(self) -> bool:
+        return self.taus_long >= CONVERGED_TAUS
+
+    @property
+    def stable(self) -> bool:
+        return self.tau_change <= TAU_RTOL
+
+    @property
+    def converged(self) -> bool:
+        return self.long_enough and self.stable
+
+    def note(self) -> str:
+        """Why the chain is not converged, in words ('' if it is)."""
+        if not np.all(np.isfinite(self.tau)):
+            return "τ not estimable (a walker never moved)"
+        why = []
+        if not self.long_enough:
+            why.append(f"{self.taus_long:.1f} τ long, needs {CONVERGED_TAUS:g} τ")
+        if not self.stable:
+            why.append(f"τ still changing ({100 * self.tau_change:.0f} % > {100 * TAU_RTOL:g} %)")
+        return ", ".join(why)
+
+
+def _tau(chain: np.ndarray) -> np.ndarray:
+    import emcee
+
+    with np.errstate(invalid="ignore", divide="ignore"):  # a walker that never moved: τ = NaN
+        tau = np.asarray(emcee.autocorr.integrated_time(chain, c=5, tol=0, quiet=True), np.float64)
+    return np.where(np.isfinite(tau) & (tau > 0), tau, np.inf)
+
+
+def convergence(chain: np.ndarray, burn: int) -> Convergence:
+    """:class:`Convergence` of ``chain`` [nsteps, nwalkers, 5] after discarding ``burn`` steps."""
+    post = np.asarray(chain)[burn:]
+    n = len(post)
+    return Convergence(tau=_tau(post), tau_early=_tau(post[:max(3 * n // 4, 1)]), length=n)
 
 
 @dataclass
@@ -84,12 +194,16 @@ class MCMCResult:
       samples: [M, 5] after burn-in, flattened (walker-major within a step, as emcee's flat chain).
       chain: [nsteps, nwalkers, 5], everything including burn-in.
       log_prob: [nsteps, nwalkers] log posterior (up to a constant).
-      tau: [5] integrated autocorrelation time per parameter (steps), emcee, tol=0, after burn-in.
+      tau: [5] integrated autocorrelation time per parameter (steps) after burn-in
+        (:attr:`convergence` holds the rest of the rule).
       ess: [5] = M / tau.
-      converged: the post-burn chain is ≥ :data:`CONVERGED_TAUS` · max(tau) steps long.
+      converged: :attr:`Convergence.converged` (≥ :data:`CONVERGED_TAUS` τ long, τ stable).
+      capped: the chain stopped at ``max_steps`` (= ``nsteps`` for a fixed length) before its
+        stopping rule held.
       acceptance: mean acceptance fraction over walkers.
       wall_seconds: initialisation plus sampling.
       n_likelihood_calls: θ evaluated (initialisation draws included).
+      nsteps: steps per walker (burn-in included); max_steps: the cap it ran under.
     """
 
     samples: np.ndarray
@@ -105,10 +219,21 @@ class MCMCResult:
     burn: int
     nwalkers: int
     seed: int | tuple = 0
+    convergence: Convergence | None = None
+    capped: bool = False
+    max_steps: int | None = None
 
     def summary(self) -> dict:
         """median, p16, p84, mean, std of the samples, each [5] (the repo's summaries)."""
         return {k: v.numpy()[0] for k, v in summarize(self.samples[None]).items()}
+
+    def status_codes(self) -> list[str]:
+        """``mcmc:not_converged(…)`` with the reason when the chain is not converged, else []
+        (codes as in :mod:`irisml_tf.columns`)."""
+        if self.converged:
+            return []
+        where = f"stopped at max_steps {self.nsteps}" if self.capped else f"{self.nsteps} steps"
+        return [f"mcmc:not_converged({where}: {self.convergence.note()})"]
 
 
 def _check_star(band_index, mag, mag_err):
@@ -156,81 +281,87 @@ def npe_init(npe_samples, npe_weights, nwalkers: int, rng: np.random.Generator):
     return np.asarray(npe_samples, np.float64)[pick]
 
 
-def _autocorr(sampler, burn):
-    with np.errstate(invalid="ignore", divide="ignore"):  # a walker that never moved: τ = NaN
-        tau = np.asarray(sampler.get_autocorr_time(discard=burn, tol=0), np.float64)
-    return np.where(np.isfinite(tau) & (tau > 0), tau, np.inf)
+def _init_walkers(lp: LogPosterior, star, nwalkers: int, init, rng) -> np.ndarray:
+    if init is None:
+        return prior_init(lp, star, nwalkers, rng)
+    init = np.asarray(init, np.float64)
+    if init.shape != (nwalkers, 5):
+        raise ValueError(f"`init` must have shape ({nwalkers}, 5) (nwalkers, {', '.join(PARAM_NAMES)}), "
+                         f"got {init.shape}")
+    bad = np.flatnonzero(~np.isfinite(lp(init, *star)))
+    if bad.size:
+        raise ValueError(f"`init`: walkers {bad[:10].tolist()} start where the posterior is zero "
+                         "(outside the prior or the grid's support)")
+    return init
 
 
-def run_mcmc(simulator, prior, band_index, mag, mag_err, sys_floor=None, *, nwalkers: int = 32,
-             nsteps: int = 2000, burn: int = 500, seed=0, init=None, target_ess=None,
-             max_steps: int = 100_000, progress: bool = False) -> MCMCResult:
+def _rule_holds(conv: Convergence, options: ChainOptions) -> bool:
+    if options.until_converged and not conv.converged:
+        return False
+    ess = options.nwalkers * conv.length / conv.tau
+    return options.target_ess is None or bool(ess.min() >= options.target_ess)
+
+
+def _next_block(conv: Convergence, options: ChainOptions, iteration: int) -> int:
+    """Steps to add: what the current τ says is missing (+20 %), at least a third of the chain
+    when only τ's stability is missing (so that the next check sees mostly new steps)."""
+    tau = float(np.max(conv.tau))
+    if not np.isfinite(tau):
+        need = float(conv.length)
+    else:
+        need = 0.0
+        if options.until_converged:
+            need = _MARGIN * CONVERGED_TAUS * tau - conv.length
+            if need <= 0:
+                need = conv.length / 3
+        if options.target_ess is not None:
+            need = max(need, _MARGIN * options.target_ess * tau / options.nwalkers - conv.length)
+    return int(np.clip(need, _MIN_BLOCK, options.cap - iteration))
+
+
+def run_mcmc(log_post: LogPosterior, band_index, mag, mag_err, options: ChainOptions = ChainOptions(), *,
+             seed=0, init=None, progress: bool = False) -> MCMCResult:
     """emcee on one star's posterior.
 
     Args:
-      simulator, prior: THE simulator and the prior (the model's, when comparing with a model).
+      log_post: the :class:`LogPosterior` (THE simulator, the prior and the systematic floor; the
+        model's, when comparing with a model). Keep one for many stars.
       band_index: int32 [K] (−1 = pad); mag, mag_err: [K] magnitudes and catalogue errors (mag).
-      sys_floor: systematic floor (mag) added in quadrature; None = the default observation model's.
-      nwalkers, nsteps, burn: ensemble size, steps per walker (burn-in included), burn-in steps.
+      options: walkers, first segment, burn-in, cap and stopping rule (:class:`ChainOptions`).
       seed: int or sequence of ints (``np.random.default_rng``'s seed): seeds the initialisation and
         emcee's random state, so the same seed gives an identical chain.
       init: [nwalkers, 5] starting positions (e.g. NPE samples); None = :func:`prior_init`.
-      target_ess: if set, after ``nsteps`` keep extending the chain in blocks until the smallest
-        per-parameter ESS reaches it, or ``max_steps`` steps.
-      progress: tqdm progress bar.
+      progress: tqdm progress bar (one per segment).
 
     Returns:
       :class:`MCMCResult`.
     """
     import emcee
 
-    if nwalkers < 10 or nwalkers % 2:
-        raise ValueError(f"`nwalkers` must be even and ≥ 10 (2 × 5 parameters), got {nwalkers}")
-    if not 0 <= burn < nsteps:
-        raise ValueError(f"need 0 ≤ `burn` < `nsteps`, got burn={burn}, nsteps={nsteps}")
     star = _check_star(band_index, mag, mag_err)
-    lp = log_posterior(simulator, prior, sys_floor)
     rng = np.random.default_rng(seed)
-    start, calls0 = time.perf_counter(), lp.n_calls
+    start, calls0 = time.perf_counter(), log_post.n_calls
+    init = _init_walkers(log_post, star, options.nwalkers, init, rng)
 
-    if init is None:
-        init = prior_init(lp, star, nwalkers, rng)
-    else:
-        init = np.asarray(init, np.float64)
-        if init.shape != (nwalkers, 5):
-            raise ValueError(f"`init` must have shape ({nwalkers}, 5) (nwalkers, {', '.join(PARAM_NAMES)}), "
-                             f"got {init.shape}")
-        bad = np.flatnonzero(~np.isfinite(lp(init, *star)))
-        if bad.size:
-            raise ValueError(f"`init`: walkers {bad[:10].tolist()} start where the posterior is zero "
-                             "(outside the prior or the grid's support)")
-
-    sampler = emcee.EnsembleSampler(nwalkers, 5, lambda x: lp(x, *star), vectorize=True)
+    sampler = emcee.EnsembleSampler(options.nwalkers, 5, lambda x: log_post(x, *star), vectorize=True)
     sampler.random_state = np.random.RandomState(rng.integers(0, 2**32 - 1)).get_state()
-    sampler.run_mcmc(init, nsteps, progress=progress)
-    tau = _autocorr(sampler, burn)
-    if target_ess is not None:
-        while True:
-            done = sampler.iteration - burn
-            ess = nwalkers * done / tau
-            if ess.min() >= target_ess or sampler.iteration >= max_steps:
-                break
-            # steps the current τ says are missing, +20 % (τ tends to grow as the chain does)
-            need = 1.2 * target_ess * tau.max() / nwalkers - done if np.isfinite(tau.max()) else done
-            block = int(np.clip(need, _MIN_BLOCK, max_steps - sampler.iteration))
-            sampler.run_mcmc(None, block, progress=progress)
-            tau = _autocorr(sampler, burn)
+    sampler.run_mcmc(init, options.nsteps, progress=progress)
+    conv = convergence(sampler.get_chain(), options.burn)
+    while not _rule_holds(conv, options) and sampler.iteration < options.cap:
+        sampler.run_mcmc(None, _next_block(conv, options, sampler.iteration), progress=progress)
+        conv = convergence(sampler.get_chain(), options.burn)
     wall = time.perf_counter() - start
 
-    n = sampler.iteration
     chain = sampler.get_chain()
-    samples = chain[burn:].reshape(-1, 5)
-    ess = len(samples) / tau
+    samples = chain[options.burn:].reshape(-1, 5)
     return MCMCResult(
-        samples=samples, chain=chain, log_prob=sampler.get_log_prob(), tau=tau, ess=ess,
-        converged=bool(np.all((n - burn) >= CONVERGED_TAUS * tau)),
+        samples=samples, chain=chain, log_prob=sampler.get_log_prob(), tau=conv.tau,
+        ess=len(samples) / conv.tau, converged=conv.converged,
         acceptance=float(np.mean(sampler.acceptance_fraction)), wall_seconds=wall,
-        n_likelihood_calls=lp.n_calls - calls0, nsteps=n, burn=burn, nwalkers=nwalkers, seed=seed)
+        n_likelihood_calls=log_post.n_calls - calls0, nsteps=sampler.iteration, burn=options.burn,
+        nwalkers=options.nwalkers, seed=seed, convergence=conv,
+        capped=not _rule_holds(conv, options),  # the loop ends at the cap or when the rule holds
+        max_steps=options.cap)
 
 
 def compare_to_npe(mcmc_samples, npe_samples, npe_weights=None) -> dict:
@@ -266,9 +397,55 @@ def compare_to_npe(mcmc_samples, npe_samples, npe_weights=None) -> dict:
     return out
 
 
-def result_columns(result: MCMCResult, npe_samples=None, npe_weights=None) -> dict:
+@dataclass
+class Reference:
+    """One star's MCMC reference and, with NPE draws, the comparison (:func:`mcmc_reference`).
+
+    Attributes:
+      mcmc: the chain.
+      init: where the walkers started: ``prior``, ``npe``, or ``prior(npe_weights_too_few)``.
+      before, after: :func:`compare_to_npe` of the flow's draws (unweighted) and of the
+        importance-weighted draws; None without NPE draws.
+    """
+
+    mcmc: MCMCResult
+    init: str
+    before: dict | None = None
+    after: dict | None = None
+
+
+def mcmc_reference(log_post: LogPosterior, band_index, mag, mag_err, options: ChainOptions = ChainOptions(),
+                   *, npe_samples=None, npe_weights=None, init: str = "prior", seed=0,
+                   progress: bool = False) -> Reference:
+    """The MCMC reference of one star and its comparison with the NPE posterior.
+
+    Args:
+      log_post, band_index, mag, mag_err, options, progress: as :func:`run_mcmc`.
+      npe_samples: [N, 5] the flow's draws of this star; npe_weights: [N] their importance weights
+        (both None: MCMC only).
+      init: ``prior`` (:func:`prior_init`, the chain gets no help from the network) or ``npe``
+        (:func:`npe_init`: weight-proportional NPE draws; the prior start if too few have weight).
+      seed: the chain's seed (:func:`run_mcmc`); the NPE start draws with ``[*seed, 1]``.
+    """
+    if init not in INIT_CHOICES:
+        raise ValueError(f"`init` must be one of {INIT_CHOICES}, got {init!r}")
+    start, used = None, "prior"
+    if init == "npe":
+        if npe_samples is None:
+            raise ValueError("`init='npe'` needs `npe_samples` and `npe_weights`")
+        rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 1])
+        start = npe_init(npe_samples, npe_weights, options.nwalkers, rng)
+        used = "npe" if start is not None else "prior(npe_weights_too_few)"
+    res = run_mcmc(log_post, band_index, mag, mag_err, options, seed=seed, init=start, progress=progress)
+    if npe_samples is None:
+        return Reference(res, used)
+    return Reference(res, used, before=compare_to_npe(res.samples, npe_samples),
+                     after=compare_to_npe(res.samples, npe_samples, npe_weights))
+
+
+def result_columns(result: MCMCResult, npe_comparison: dict | None = None) -> dict:
     """One output-table row for a star: chain statistics, per-parameter τ, ESS, median, p16, p84,
-    std, and with NPE samples the :func:`compare_to_npe` columns ``<param>_npe_median``,
+    std, and with a :func:`compare_to_npe` result the columns ``<param>_npe_median``,
     ``<param>_npe_dmed_sigma``, ``<param>_in_npe68``, ``<param>_in_npe95``."""
     row = {"wall_seconds": result.wall_seconds, "nsteps": result.nsteps, "burn": result.burn,
            "nwalkers": result.nwalkers, "acceptance": result.acceptance,
@@ -279,10 +456,9 @@ def result_columns(result: MCMCResult, npe_samples=None, npe_weights=None) -> di
         row[f"{name}_ess"] = float(result.ess[i])
         for key in ("median", "p16", "p84", "std"):
             row[f"{name}_{key}"] = float(stats[key][i])
-    if npe_samples is not None:
-        cmp = compare_to_npe(result.samples, npe_samples, npe_weights)
+    if npe_comparison is not None:
         for name in PARAM_NAMES:
-            c = cmp[name]
+            c = npe_comparison[name]
             row.update({f"{name}_npe_median": c["median_npe"], f"{name}_npe_dmed_sigma": c["median_diff_sigma"],
                         f"{name}_in_npe68": c["frac_in_68"], f"{name}_in_npe95": c["frac_in_95"]})
     return row

@@ -15,6 +15,10 @@ Shapes: S stars, N draws per star, D parameters; ``samples`` [S, N, D], ``weight
   draws and no ties it is exactly the count of draws below the truth). Uniform for a calibrated
   posterior; ∪-shaped when too narrow, ∩-shaped when too wide, sloped when biased.
 
+* Sampling errors (:func:`rmse_standard_error`, :func:`coverage_standard_error`,
+  :func:`median_standard_error`): the standard error of a statistic over S stars, so that a
+  target can be judged only where the sample decides it (``irisml-tf evaluate``).
+
 Stars whose row has no usable weight (all zero or non-finite) or no finite estimate get NaN and
 are left out of every aggregate; the functions report how many were used.
 """
@@ -27,6 +31,7 @@ from scipy import stats
 
 __all__ = ["point_errors", "relative_rmse", "pit", "coverage_from_pit", "coverage",
            "max_abs_deviation", "sbc_ranks", "rank_histogram", "distribution_summary",
+           "rmse_standard_error", "coverage_standard_error", "median_standard_error",
            "DEFAULT_LEVELS", "NMAD_SCALE"]
 
 #: Nominal levels α of the central intervals: 0.01, 0.02, …, 0.99.
@@ -174,3 +179,42 @@ def distribution_summary(x, quantiles: Sequence[float] = (0.05, 0.16, 0.5, 0.84,
     out["mean"] = float(x.mean()) if x.size else float("nan")
     out["n"] = int(x.size)
     return out
+
+
+def rmse_standard_error(errors) -> float:
+    """Standard error of the RMSE of ``errors`` (finite values of any shape; NaN below 2).
+
+    Delta method on the mean square m = mean(e²): se(m) = sd(e²) / √n and
+    se(√m) = se(m) / (2 √m). Holds for any error distribution with a finite fourth moment (for
+    Gaussian errors it is ≈ RMSE / √(2n)).
+    """
+    e = np.asarray(errors, np.float64).ravel()
+    sq = e[np.isfinite(e)] ** 2
+    if sq.size < 2 or not sq.mean() > 0:
+        return float("nan")
+    return float(sq.std(ddof=1) / np.sqrt(sq.size) / (2.0 * np.sqrt(sq.mean())))
+
+
+def coverage_standard_error(level, n):
+    """Binomial standard error √(α(1 − α)/n) of an empirical coverage at nominal ``level`` α over
+    ``n`` stars (elementwise; NaN where n < 1)."""
+    level = np.asarray(level, np.float64)
+    n = np.asarray(n, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.sqrt(level * (1.0 - level) / np.where(n >= 1, n, np.nan))
+    return float(out) if out.ndim == 0 else out
+
+
+def median_standard_error(x) -> float:
+    """Standard error of the median of ``x`` (finite values; NaN below 2), distribution-free.
+
+    The count of values below the true median is Binomial(n, ½), with sd √n / 2, so the order
+    statistics at levels ½ ± 1/(2√n) span ± 1 σ of the sample median: σ is half their distance.
+    """
+    v = np.asarray(x, np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return float("nan")
+    half = 0.5 / np.sqrt(v.size)
+    lo, hi = np.quantile(v, [max(0.5 - half, 0.0), min(0.5 + half, 1.0)])
+    return float(0.5 * (hi - lo))

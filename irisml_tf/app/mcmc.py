@@ -1,0 +1,345 @@
+"""``irisml-tf mcmc``: the emcee reference for chosen catalogue rows, with the comparison to the
+exported NPE model when there is one.
+
+Per selected row: the columns are matched and cleaned as in ``infer``
+(:func:`~irisml_tf.columns.prepare_rows`); rows with too few usable bands are reported and skipped.
+With a model, its importance-sampled posterior of the star (``model.run``) gives ``ess``,
+``is_efficiency``, ``khat`` and ``flag:<name>`` status codes as ``infer`` names them; the chain
+(:func:`~irisml_tf.inference.mcmc.mcmc_reference`) runs on the model's simulator, prior and
+systematic floor (else the defaults), until its convergence rule holds
+(:class:`~irisml_tf.inference.mcmc.Convergence`: ≥ 50 τ long and τ stable) or ``max_steps``; a
+row whose chain stopped unconverged says so in its ``status`` (``mcmc:not_converged(…)``).
+
+Output: the catalogue's non-band columns, ``row`` (0-based), ``status``, ``n_bands``, the NPE
+diagnostics, the chain's columns (:func:`~irisml_tf.inference.mcmc.result_columns`); optionally
+the samples as .npz and a corner plot per star. Row r's chain is seeded with (seed, r), so a row
+gives the same answer whichever other rows are chosen.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # TensorFlow and pandas load when a job runs, not when the CLI starts
+    import pandas as pd
+
+    from irisml_tf.inference.mcmc import ChainOptions, LogPosterior
+
+__all__ = ["MCMCOptions", "MCMCSummary", "StarResult", "run_mcmc_catalog", "parse_rows", "chain_options",
+           "MAX_ROWS_WITHOUT_SELECTION", "DEFAULT_MAX_STEPS"]
+
+#: MCMC costs seconds to minutes per star: a bigger catalogue needs a row selection
+MAX_ROWS_WITHOUT_SELECTION = 200
+#: the default cap on a chain (steps per walker); a hard star reaches it in 1–2 min on 2 CPU cores
+DEFAULT_MAX_STEPS = 20_000
+
+
+def _silent(_msg: str) -> None:
+    pass
+
+
+def chain_options(nwalkers: int = 32, nsteps: int = 2000, burn: int = 500,
+                  max_steps: int | None = None) -> ChainOptions:
+    """The job's :class:`~irisml_tf.inference.mcmc.ChainOptions`: run until converged, capped at
+    ``max_steps`` (None = :data:`DEFAULT_MAX_STEPS`, or ``nsteps`` if that is larger)."""
+    from irisml_tf.inference.mcmc import ChainOptions
+
+    cap = max(DEFAULT_MAX_STEPS, nsteps) if max_steps is None else max_steps
+    return ChainOptions(nwalkers=nwalkers, nsteps=nsteps, burn=burn, max_steps=cap, until_converged=True)
+
+
+@dataclass(frozen=True)
+class MCMCOptions:
+    """What ``irisml-tf mcmc`` does (the command's options of the same names).
+
+    Attributes:
+      rows: 0-based rows, e.g. ``"0,3,5-7"`` (:func:`parse_rows`); None = all rows (at most
+        :data:`MAX_ROWS_WITHOUT_SELECTION`).
+      use_model: False = no model: default prior and sys_floor, no NPE comparison.
+      chain: walkers, first segment, burn-in, cap (``max_steps``) and stopping rule.
+      init: ``prior`` or ``npe`` (walkers on importance-weighted NPE draws; needs a model).
+      npe_samples: NPE draws per star (capped at the model's max_samples).
+      default_err: 1σ [mag] for magnitudes without a usable error (None = the columns' default).
+      seed: row r's chain and NPE draws use (seed, r).
+      samples_out: .npz for the samples; plots_dir: a corner plot per star goes here.
+    """
+
+    rows: str | None = None
+    use_model: bool = True
+    chain: ChainOptions = field(default_factory=chain_options)
+    init: str = "prior"
+    npe_samples: int = 8192
+    default_err: float | None = None
+    seed: int = 0
+    samples_out: Path | None = None
+    plots_dir: Path | None = None
+
+    def __post_init__(self):
+        from irisml_tf.inference.mcmc import INIT_CHOICES
+
+        if self.init not in INIT_CHOICES:
+            raise ValueError(f"`init` must be one of {INIT_CHOICES}, got {self.init!r}")
+        if self.init == "npe" and not self.use_model:
+            raise ValueError("`init` npe needs a model (drop --no-npe)")
+        if self.samples_out is not None and Path(self.samples_out).suffix.lower() != ".npz":
+            raise ValueError(f"`samples_out` {self.samples_out}: must end in .npz")
+        if self.npe_samples < 1:
+            raise ValueError(f"`npe_samples` must be ≥ 1, got {self.npe_samples}")
+
+
+@dataclass
+class StarResult:
+    """One selected row: its output record and, if it was sampled, the draws."""
+
+    row: int
+    record: dict
+    mcmc_samples: np.ndarray | None = None
+    npe_samples: np.ndarray | None = None
+    npe_weights: np.ndarray | None = None
+
+
+@dataclass
+class MCMCSummary:
+    """What :func:`run_mcmc_catalog` wrote: the output table (one row per selected row)."""
+
+    out: Path
+    table: pd.DataFrame
+    model_path: Path | None
+    samples_out: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def sampled(self) -> pd.DataFrame:
+        t = self.table
+        return t[t["wall_seconds"].notna()] if "wall_seconds" in t else t.iloc[:0]
+
+    def report(self) -> str:
+        """Rows written, sampled, skipped; time per star; unconverged chains; NPE vs MCMC medians."""
+        done = self.sampled
+        from irisml_tf.physics.simulator import PARAM_NAMES
+
+        lines = [f"wrote {len(self.table)} star(s) to {self.out}: {len(done)} sampled, "
+                 f"{len(self.table) - len(done)} skipped or failed"]
+        if not len(done):
+            return "\n".join(lines)
+        lines.append(f"median wall time {done['wall_seconds'].median():.2f} s per star, "
+                     f"median {done['nsteps'].median():.0f} steps per walker")
+        bad = done[~done["converged"].astype(bool)]
+        if len(bad):
+            lines.append(f"WARNING: {len(bad)} chain(s) not converged (rows {', '.join(map(str, bad['row']))}); "
+                         "their status says why: raise --max-steps, or read their results as unconverged")
+        if "teff_npe_dmed_sigma" in done:
+            for p in PARAM_NAMES:
+                lines.append(f"  {p:<5} NPE−MCMC median / σ: median {done[f'{p}_npe_dmed_sigma'].median():+.2f}; "
+                             f"MCMC inside NPE 68 %: {done[f'{p}_in_npe68'].median():.2f}, "
+                             f"95 %: {done[f'{p}_in_npe95'].median():.2f}")
+        return "\n".join(lines)
+
+
+def parse_rows(spec: str, n_rows: int) -> list[int]:
+    """``"0,3,5-7"`` → [0, 3, 5, 6, 7] (0-based, inclusive ranges, order kept, repeats removed)."""
+    rows: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if sep else a
+        except ValueError:
+            raise ValueError(f"`rows`: `{part}` is not a row number or a range like 5-7") from None
+        if a < 0 or b < a:
+            raise ValueError(f"`rows`: `{part}`: rows are 0-based and ranges run low-high")
+        if b >= n_rows:
+            raise ValueError(f"`rows`: `{part}`: the catalogue has {n_rows} rows (0 … {n_rows - 1})")
+        rows.extend(r for r in range(a, b + 1) if r not in rows)
+    if not rows:
+        raise ValueError("`rows`: no rows selected")
+    return rows
+
+
+def _select_rows(spec: str | None, n_rows: int, catalog: Path) -> list[int]:
+    if spec is not None:
+        return parse_rows(spec, n_rows)
+    if n_rows > MAX_ROWS_WITHOUT_SELECTION:
+        raise ValueError(f"{catalog} has {n_rows} rows; MCMC takes seconds to minutes per star: choose "
+                         "rows with `rows` (--rows), e.g. 0-9")
+    return list(range(n_rows))
+
+
+def _load_model(model_dir: Path | None, options: MCMCOptions, say: Callable[[str], None]):
+    from irisml_tf.serving import default_model_path, load_model
+
+    if not options.use_model:
+        return None
+    if model_dir is None:
+        default = default_model_path()
+        if not (default / "saved_model.pb").exists():
+            if options.init == "npe":
+                raise ValueError("`init` npe needs a model: give --model DIR")
+            say(f"no model at {default}: MCMC only, no NPE comparison (give --model DIR)")
+            return None
+        model_dir = default
+    return load_model(model_dir)
+
+
+@dataclass
+class _Setup:
+    """Everything the per-star loop needs: the model's simulator, prior and observation model (or
+    the defaults without a model), one LogPosterior for all stars."""
+
+    model: object | None
+    log_post: LogPosterior
+    bands: tuple[str, ...]
+    observation: object  # ObservationConfig
+    flag_bits: dict[str, int]
+    n_npe: int
+
+
+def _setup(model, options: MCMCOptions) -> _Setup:
+    from irisml_tf.data.observation import ObservationConfig
+    from irisml_tf.inference.mcmc import LogPosterior
+    from irisml_tf.physics.prior import Prior
+    from irisml_tf.physics.simulator import Simulator
+
+    if model is None:
+        sim = Simulator()
+        obs = ObservationConfig.from_dict()
+        return _Setup(None, LogPosterior(sim, Prior(grid=sim.grid), obs.sys_floor), sim.bands, obs, {}, 0)
+    sim, prior = model.physics()
+    obs = model.observation
+    return _Setup(model, LogPosterior(sim, prior, obs.sys_floor), sim.bands, obs, dict(model.meta.flag_bits),
+                  min(options.npe_samples, int(model.meta.max_samples)))
+
+
+def _prepare(sub: pd.DataFrame, match, setup: _Setup, options: MCMCOptions):
+    from irisml_tf.columns import DEFAULT_ERR, prepare_rows
+
+    obs = setup.observation
+    default_err = DEFAULT_ERR if options.default_err is None else options.default_err
+    return prepare_rows(sub, match, bands=setup.bands, min_bands=max(obs.min_bands, 2),
+                        err_min=obs.err_min, err_max=obs.err_max, default_err=default_err)
+
+
+def _npe(setup: _Setup, star, options: MCMCOptions, row: int, codes: list[str], record: dict) -> dict | None:
+    """The model's posterior of one star; its diagnostics and flags go into ``record``/``codes``."""
+    if setup.model is None:
+        return None
+    bi, mag, err = star
+    out = setup.model.run(bi[None], mag[None], err[None], setup.n_npe, (options.seed, row))
+    record.update(ess=float(out["ess"][0]), is_efficiency=float(out["efficiency"][0]), khat=float(out["khat"][0]))
+    codes.extend(f"flag:{name}" for name, bit in setup.flag_bits.items() if int(out["flag_bits"][0]) & bit)
+    return {"samples": out["samples"][0], "weights": out["weights"][0]}
+
+
+def _sample_star(setup: _Setup, prep, i: int, row: int, options: MCMCOptions, progress: bool = False) -> StarResult:
+    """Row ``row`` (index ``i`` of the prepared rows): NPE posterior, chain, comparison, record."""
+    from irisml_tf.columns import status_string
+    from irisml_tf.inference.mcmc import mcmc_reference, result_columns
+
+    codes = list(prep.codes[i])
+    record = {"row": row, "status": status_string(codes), "n_bands": int(prep.n_bands[i])}
+    if prep.skip[i]:
+        return StarResult(row, record)
+    star = (prep.band_index[i], prep.mag[i], prep.mag_err[i])
+    npe = _npe(setup, star, options, row, codes, record)
+    try:
+        ref = mcmc_reference(setup.log_post, *star, options.chain, init=options.init, seed=[options.seed, row],
+                             npe_samples=None if npe is None else npe["samples"],
+                             npe_weights=None if npe is None else npe["weights"], progress=progress)
+    except ValueError as e:  # e.g. no prior draw fits: report the row, go on
+        codes.append(f"mcmc_failed:{e}")
+        return StarResult(row, dict(record, status=status_string(codes)))
+    if ref.init != options.init:
+        codes.append(f"mcmc_init:{ref.init}")
+    codes.extend(ref.mcmc.status_codes())
+    record.update(status=status_string(codes), **result_columns(ref.mcmc, ref.after))
+    return StarResult(row, record, ref.mcmc.samples.astype(np.float32),
+                      None if npe is None else npe["samples"], None if npe is None else npe["weights"])
+
+
+def _table(sub: pd.DataFrame, match, stars: list[StarResult]) -> pd.DataFrame:
+    """The catalogue's non-band columns (ids, coordinates, …; ``<name>_in`` where an output column
+    has the name) beside the records."""
+    import pandas as pd
+
+    result = pd.DataFrame.from_records([s.record for s in stars])
+    extra = sub[[c for c in match.ignored if c in sub.columns]]
+    extra = extra.rename(columns={c: f"{c}_in" for c in extra.columns if c in result.columns})
+    return pd.concat([extra.reset_index(drop=True), result], axis=1)
+
+
+def _write_samples(path: Path, stars: list[StarResult]) -> None:
+    """row [R], param_names, mcmc_samples [R, M, 5] and, with a model, npe_samples [R, N, 5],
+    npe_weights [R, N], for the R sampled rows."""
+    from irisml_tf.physics.simulator import PARAM_NAMES
+    from irisml_tf.workdir import atomic_write
+
+    done = [s for s in stars if s.mcmc_samples is not None]
+    arrays = {"mcmc_samples": [s.mcmc_samples for s in done],
+              "npe_samples": [s.npe_samples for s in done if s.npe_samples is not None],
+              "npe_weights": [s.npe_weights for s in done if s.npe_weights is not None]}
+    arrays = {k: np.stack(v) for k, v in arrays.items() if v}
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, row=np.array([s.row for s in done], np.int64),
+                                                       param_names=np.array(PARAM_NAMES), **arrays))
+
+
+def _corner(plots_dir: Path, star: StarResult) -> Path:
+    from irisml_tf.plots import corner_comparison, save
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    draws = {"MCMC": (star.mcmc_samples, None)}
+    if star.npe_samples is not None:
+        draws = {"NPE (flow)": (star.npe_samples, None),
+                 "NPE + importance weights": (star.npe_samples, star.npe_weights), **draws}
+    fig = corner_comparison(draws)
+    fig.suptitle(f"row {star.row}", x=0.1, ha="left")
+    return save(fig, plots_dir / f"mcmc_row{star.row}.png")
+
+
+def run_mcmc_catalog(catalog: str | Path, out: str | Path, options: MCMCOptions | None = None, *,
+                     model_dir: str | Path | None = None, progress: bool = True,
+                     say: Callable[[str], None] = _silent) -> MCMCSummary:
+    """Run the MCMC reference on the chosen rows of ``catalog`` and write one row per star to
+    ``out`` (format by extension); ``options`` None = the defaults. ``say`` gets the notes a user
+    should see (column matching, no model found). Raises ValueError for bad options or an
+    unusable catalogue."""
+    from tqdm.auto import tqdm
+
+    from irisml_tf.catalog import TABLE_FORMATS, read_table, write_table
+    from irisml_tf.columns import match_columns
+    from irisml_tf.workdir import atomic_write
+
+    options = MCMCOptions() if options is None else options
+    catalog, out = Path(catalog), Path(out)
+    if out.suffix.lower() not in TABLE_FORMATS:
+        raise ValueError(f"`out`: unknown extension `{out.suffix}`; use one of {', '.join(TABLE_FORMATS)}")
+    df = read_table(catalog)
+    rows = _select_rows(options.rows, len(df), catalog)
+    model = _load_model(None if model_dir is None else Path(model_dir), options, say)
+    setup = _setup(model, options)
+    match = match_columns(df.columns)
+    if not match.bands:
+        raise ValueError(f"{catalog}: no column names a band (e.g. Gaia_G, phot_g_mean_mag, j_m, w1mpro); "
+                         "see `irisml-tf bands` for the names understood")
+    say(match.report())
+    sub = df.iloc[rows].reset_index(drop=True)
+    prep = _prepare(sub, match, setup, options)
+    single = len(rows) == 1
+    stars = [_sample_star(setup, prep, i, row, options, progress=progress and single)
+             for i, row in enumerate(tqdm(rows, desc="mcmc", unit="star", disable=single or not progress))]
+    table = _table(sub, match, stars)
+    atomic_write(out, lambda tmp: write_table(table, tmp))
+    summary = MCMCSummary(out, table, None if model is None else Path(model.path))
+    if options.samples_out is not None:
+        _write_samples(Path(options.samples_out), stars)
+        summary.samples_out = Path(options.samples_out)
+    if options.plots_dir is not None:
+        summary.files = [_corner(Path(options.plots_dir), s) for s in stars if s.mcmc_samples is not None]
+    return summary
+
