@@ -273,7 +273,7 @@ def load_model(path: str | Path | None = None) -> ExportedModel:
 
 
 _CLEAN_SCRIPT = """
-import json, sys
+import sys
 import numpy as np
 import tensorflow as tf
 a = np.load(sys.argv[2])
@@ -314,6 +314,17 @@ class ExportCheck:
     def largest_diff(self) -> tuple[str, float]:
         """(key, value) of the largest ``max_abs_diff``."""
         return max(self.max_abs_diff.items(), key=lambda kv: kv[1])
+
+    def summary(self) -> str:
+        """One line: what failed, or the largest differences."""
+        key, diff = self.largest_diff()
+        text = (f"largest difference {diff:.2g} in `{key}`; weighted quantiles within "
+                f"{max(self.level_miss.values(), default=0.0):.2g} of their levels")
+        if self.failed:
+            text = f"not within tolerance: {', '.join(self.failed)}; {text}"
+        if self.modules:
+            text += f"; the TensorFlow-only process imported {', '.join(self.modules)}"
+        return text
 
 
 def check_export(out_dir: str | Path, *, num_stars: int = 8, num_samples: int = 256, seed: int = 0,
