@@ -131,7 +131,8 @@ def _fake_bosz_dir(tmp_path):
             for mh in (-0.5, 0.0):
                 depth = 0.3 * (1 + mh) * (1 + 0.1 * logg)
                 trough = 1 - depth * np.exp(-0.5 * ((wave - 4000) / 300) ** 2)
-                flam = 1e7 * planck(wave, np.array([teff]))[0] / planck(np.array([5500.0]), np.array([teff]))[0, 0] * trough
+                scale = planck(np.array([5500.0]), np.array([teff]))[0, 0]
+                flam = 1e7 * planck(wave, np.array([teff]))[0] / scale * trough
                 write_bosz_spectrum(tmp_path, teff, logg, mh, wave, flam)
                 nodes.append((teff, logg, mh, flam))
     return wave, nodes
