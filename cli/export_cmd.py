@@ -1,7 +1,6 @@
 """`irisml-tf export`: a training run → a SavedModel for `irisml-tf infer` and TF Serving."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -23,8 +22,9 @@ of an unfinished run) to OUT_DIR as a SavedModel with one signature, `serving_de
 Band index i is the i-th band of `irisml-tf bands`. Everything runs in the graph (flow, simulator
 with the grid and extinction tables as constants, prior, likelihood, PSIS, flags), so TF Serving
 and `saved_model_cli run` serve it. OUT_DIR/assets/irisml.json holds the band order, the run's
-config and training record. Unless --no-check, the export is loaded in a fresh Python that
-imports only TensorFlow and its numbers are compared with the library's on simulated stars.""")
+config and training record; a run that did not finish training is exported with a warning that
+says the step it reached. Unless --no-check, the export is loaded in a fresh Python that imports
+only TensorFlow and its numbers are compared with the library's on simulated stars.""")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--max-samples", type=click.IntRange(min=1), default=20000, show_default=True,
@@ -35,18 +35,19 @@ imports only TensorFlow and its numbers are compared with the library's on simul
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Verify the SavedModel in a clean TensorFlow process.")
 def export(run_dir, out_dir, max_samples, weights, overwrite, check) -> None:
-    from irisml_tf.serving import check_export, export_model
+    from irisml_tf.app.export import ExportOptions, export_run
 
+    options = ExportOptions(run_dir=run_dir, out_dir=out_dir, max_samples=max_samples, weights=weights,
+                            overwrite=overwrite, check=check)
     try:
-        export_model(run_dir, out_dir, max_samples=max_samples, weights=weights, overwrite=overwrite)
+        result = export_run(options)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
-    click.echo(f"wrote {out_dir} ({size / 1e6:.1f} MB)")
-    if check:
-        result = check_export(out_dir)
-        worst = max(result["max_abs_diff"].items(), key=lambda kv: kv[1])
-        if not result["ok"]:
-            raise click.ClickException(f"the clean-process check failed: {json.dumps(result)}")
-        click.echo(f"checked: a TensorFlow-only process reproduces the library "
-                   f"(largest difference {worst[1]:.2g} in `{worst[0]}`)")
+    click.echo(f"wrote {result.out_dir} ({result.size_bytes / 1e6:.1f} MB)")
+    note = result.training_note()
+    if note:
+        click.echo(f"warning: {note}", err=True)
+    if result.check is not None:
+        if not result.check.ok:
+            raise click.ClickException(f"the clean-process check failed: {result.check.summary()}")
+        click.echo(f"checked: a TensorFlow-only process reproduces the library ({result.check.summary()})")

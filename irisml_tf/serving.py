@@ -16,7 +16,7 @@ out of range, or whose magnitude or error is not finite, or whose error is ≤ 0
 ``assets/irisml.json`` holds what a client needs besides the graph (band order, parameter names,
 the grid's sha256, the run's config — its ``observation`` section has min_bands, the error range
 and sys_floor — and training record); :func:`load_model` reads both. ``assets/run/`` is
-the run's config.yaml and weights: ``irisml_tf.training.driver.load_posterior(OUT/"assets"/"run")``
+the run's config.yaml and weights: ``irisml_tf.rundir.load_posterior(OUT/"assets"/"run")``
 rebuilds the library model (``ExportedModel.run_dir``).
 """
 from __future__ import annotations
@@ -31,10 +31,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from irisml_tf.inference.summaries import SUMMARY_NAMES
+from irisml_tf.inference.summaries import DEFAULT_QUANTILES, SUMMARY_NAMES
 
 __all__ = ["export_model", "load_model", "ExportedModel", "ModelMeta", "TrainingRecord",
-           "default_model_path", "SIGNATURE", "OUTPUT_KEYS", "META_FILE"]
+           "default_model_path", "check_export", "compare_outputs", "quantile_level_miss",
+           "ExportCheck", "SIGNATURE", "OUTPUT_KEYS", "META_FILE", "QUANTILE_LEVELS",
+           "NEGLIGIBLE_WEIGHT", "WEIGHT_OUTPUTS"]
 
 SIGNATURE = "serving_default"
 META_FILE = "irisml.json"
@@ -91,7 +93,7 @@ class ModelMeta:
         return ObservationConfig.from_dict(self.config["observation"])
 
     @classmethod
-    def from_json(cls, d: Mapping) -> "ModelMeta":
+    def from_json(cls, d: Mapping) -> ModelMeta:
         d = dict(d)
         tr = {k: v for k, v in (d.pop("training", None) or {}).items() if k in TrainingRecord.__dataclass_fields__}
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
@@ -107,9 +109,20 @@ class ModelMeta:
 
 
 def default_model_path() -> Path:
-    """$IRISML_TF_MODEL, else the shipped model saved_models/default of this checkout."""
+    """$IRISML_TF_MODEL, else the shipped model: ``default/`` of the package data
+    ``irisml_tf.saved_models`` (the top-level saved_models/ folder, mapped by setup.cfg), found by
+    importlib.resources in a checkout's editable install and in an installed package alike."""
+    from importlib.resources import files
+
     env = os.environ.get("IRISML_TF_MODEL")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "saved_models" / "default"
+    if env:
+        return Path(env)
+    try:
+        root = files("irisml_tf.saved_models")
+    except ModuleNotFoundError:  # an editable install made before saved_models became package data
+        raise ModuleNotFoundError("irisml_tf.saved_models is not installed: reinstall irisml-tf "
+                                  "(`pip install -e .` in a checkout)") from None
+    return Path(str(root)) / "default"
 
 
 class _Serving(tf.Module):
@@ -157,8 +170,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_samples: int =
     """Write the SavedModel of a training run (its final weights, or the latest checkpoint)."""
     from irisml_tf.physics.prior import Prior
     from irisml_tf.physics.simulator import Simulator
+    from irisml_tf.rundir import load_posterior
     from irisml_tf.training.config import load_config
-    from irisml_tf.training.driver import load_posterior
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not (run_dir / "config.yaml").exists():
@@ -260,7 +273,7 @@ def load_model(path: str | Path | None = None) -> ExportedModel:
 
 
 _CLEAN_SCRIPT = """
-import json, sys
+import sys
 import numpy as np
 import tensorflow as tf
 a = np.load(sys.argv[2])
@@ -271,59 +284,213 @@ out = f(band_index=tf.constant(a["band_index"]), mag=tf.constant(a["mag"]),
 bad = sorted(m for m in sys.modules if m.startswith(("irisml_tf", "tensorflow_probability")))
 np.savez(sys.argv[3], _modules=np.array(bad, dtype=str), **{k: v.numpy() for k, v in out.items()})
 """
+#: the weighted quantiles among the outputs and their nominal levels
+QUANTILE_LEVELS = dict(zip(SUMMARY_NAMES[:3], DEFAULT_QUANTILES))
+#: a draw whose normalised weight is below this is float noise for the quantile check: it may be
+#: exactly 0 in one process and 1e-30 in the other, which adds or removes a quantile node
+NEGLIGIBLE_WEIGHT = 1e-6
+#: outputs that are the importance weights or computed from them: compared with ``weight_rtol``
+WEIGHT_OUTPUTS = ("weights", "ess", "efficiency", "khat")
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """What :func:`check_export` found.
+
+    ``failed``: the output keys not within tolerance. ``max_abs_diff``: the largest
+    |library − SavedModel| of each output compared by value. ``level_miss``: for median, p16 and
+    p84, the largest distance of the nominal level outside the level interval of the SavedModel's
+    value (0 = inside). ``modules``: irisml_tf / TFP modules the clean process imported (must be
+    none). ``ok``: nothing failed and no such module.
+    """
+
+    failed: tuple[str, ...]
+    max_abs_diff: Mapping[str, float]
+    level_miss: Mapping[str, float]
+    modules: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.modules
+
+    def largest_diff(self) -> tuple[str, float]:
+        """(key, value) of the largest ``max_abs_diff``."""
+        return max(self.max_abs_diff.items(), key=lambda kv: kv[1])
+
+    def summary(self) -> str:
+        """One line: what failed, or the largest differences."""
+        key, diff = self.largest_diff()
+        miss = max(self.level_miss.values(), default=0.0)
+        text = f"largest difference {diff:.2g} in `{key}`; weighted quantiles " + (
+            f"{miss:.2g} off their levels" if miss > 0 else "at their levels")
+        if self.failed:
+            text = f"not within tolerance: {', '.join(self.failed)}; {text}"
+        if self.modules:
+            text += f"; the TensorFlow-only process imported {', '.join(self.modules)}"
+        return text
 
 
 def check_export(out_dir: str | Path, *, num_stars: int = 8, num_samples: int = 256, seed: int = 0,
-                 rtol: float = 1e-3, atol: float = 1e-3) -> dict:
+                 rtol: float = 1e-3, atol: float = 1e-3, weight_rtol: float = 5e-2,
+                 level_tol: float = 1e-3) -> ExportCheck:
     """Load the SavedModel in a fresh Python that imports only TensorFlow (as TF Serving would) and
-    compare its outputs on simulated stars with the library: the exported weights and config
+    compare its outputs on simulated stars with the library's: the exported weights and config
     (``assets/run``) in :func:`~irisml_tf.inference.importance.run_importance_sampling` with the
-    XLA simulator.
+    XLA simulator. Raises RuntimeError if the clean process fails. The rule
+    (:func:`compare_outputs`):
 
-    Float differences come only from XLA fusing the library simulator's ops (the export runs it
-    without XLA): ~1e-6 relative. Returns {"ok": bool, "failed": [keys not within rtol/atol],
-    "max_abs_diff": {key: value}, "modules": [irisml_tf/TFP modules the clean process imported —
-    must be empty]}. Raises RuntimeError if the clean process fails.
+    * by value, every output but the weighted quantiles (draws, log_q, the unweighted q_*
+      summaries, chi2, mu, flags, …): |library − SavedModel| ≤ atol + rtol·|library|, with the same
+      pattern of non-finite values. Differences come from XLA fusing the library simulator's ops
+      (the export runs it without XLA): ~1e-6 relative in the magnitudes and draws. log_weights =
+      log p(x|θ)p(θ) − log q is compared for draws of weight > :data:`NEGLIGIBLE_WEIGHT`, relative
+      to both terms: the magnitudes' rounding moves log p(x|θ) by ~√χ² · δm/σ, up to ~1e-2 (and
+      ~1e-3 of −1e4 for far-off draws). Weights are exp(log_weights) normalised, so they and what
+      is computed from them (:data:`WEIGHT_OUTPUTS`: ess, efficiency, khat) differ by up to ~1-2 %
+      relative (0.4 % seen in khat, 2 % in a weight of 0.01, on the shipped model, 64 stars × 1024
+      draws): relative tolerance weight_rtol. mean and std (weighted sums, continuous in the
+      weights) get rtol·q_std more, a tolerance on the draws' scale.
+    * by level, the weighted quantiles median, p16, p84: their values jump between draws when a
+      weight changes by float noise (a weight 0 in one process and 1e-30 in the other adds a
+      quantile node), so no value tolerance works. Instead, with F the library's weighted CDF
+      (:func:`~irisml_tf.inference.metrics.pit`: F(t) = Σ w ([x < t] + ½ [x = t]) / Σ w over the
+      library's draws x and weights w of that star and parameter), and x₋, x₊ the nearest draws
+      below and above the SavedModel's value v (farther than atol + rtol·|v|, the draws' own
+      tolerance) whose normalised weight exceeds :data:`NEGLIGIBLE_WEIGHT`, the nominal level
+      (0.5, 0.16, 0.84) must lie in [F(x₋) − tol, F(x₊) + tol]; F(x₋) = 0 when no such draw lies
+      below, F(x₊) = 1 when none lies above; tol = level_tol plus the total variation distance
+      between the two processes' weights of that star (a weighted CDF moves by at most that when
+      the weights change, and the weights are checked by value above). The midpoint rule of
+      :func:`~irisml_tf.inference.summaries.weighted_quantiles` puts draw i at level F(x_i) and
+      interpolates between neighbours, so the library's own quantile always passes, and skipping
+      light or nearby draws only widens the interval; a quantile at a wrong level fails once its
+      interval (about a draw's weight wide) misses the nominal level by more than level_tol.
     """
+    model = ExportedModel(out_dir)
+    seed2 = np.array([seed, 1], np.int32)
+    inputs = _check_stars(model, num_stars, seed)
+    ref = _library_outputs(model, inputs, num_samples, seed2)
+    got, modules = _clean_process_outputs(model.path, inputs, num_samples, seed2)
+    return compare_outputs(ref, got, modules=modules, rtol=rtol, atol=atol, weight_rtol=weight_rtol,
+                           level_tol=level_tol)
+
+
+def _check_stars(model: ExportedModel, num_stars: int, seed: int) -> dict[str, np.ndarray]:
+    from irisml_tf.data.observation import ObservationModel
+    from irisml_tf.data.stream import fixed_set
+
+    sim, prior = model.physics()
+    stars = fixed_set(prior, sim, ObservationModel(model.observation, bands=sim.bands), num_stars, seed)
+    return {k: np.asarray(stars[k]) for k in ("band_index", "mag", "mag_err")}
+
+
+def _library_outputs(model: ExportedModel, inputs, num_samples: int, seed2) -> dict[str, np.ndarray]:
+    from irisml_tf.inference.importance import run_importance_sampling
+    from irisml_tf.rundir import load_posterior
+
+    sim, prior = model.physics()
+    out = run_importance_sampling(load_posterior(model.run_dir), sim, prior, inputs, num_samples, seed2,
+                                  model.observation.sys_floor)
+    return {k: np.asarray(out[k]) for k in OUTPUT_KEYS}
+
+
+def _clean_process_outputs(path: Path, inputs, num_samples: int, seed2) -> tuple[dict, tuple[str, ...]]:
+    """The SavedModel's outputs, computed by a Python that imports only TensorFlow, and the
+    irisml_tf / TFP modules it imported anyway."""
     import subprocess
     import sys
     import tempfile
 
-    from irisml_tf.data.observation import ObservationModel
-    from irisml_tf.data.stream import fixed_set
-    from irisml_tf.inference.importance import run_importance_sampling
-    from irisml_tf.training.driver import load_posterior
-
-    model = ExportedModel(out_dir)
-    sim, prior = model.physics()
-    obs = ObservationModel(model.observation, bands=sim.bands)
-    stars = fixed_set(prior, sim, obs, num_stars, seed)
-    inputs = {k: stars[k] for k in ("band_index", "mag", "mag_err")}
-    seed2 = np.array([seed, 1], np.int32)
-    ref = run_importance_sampling(load_posterior(model.run_dir), sim, prior, inputs, num_samples, seed2,
-                                  model.observation.sys_floor)
     with tempfile.TemporaryDirectory() as tmp:
         args, res = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(args, num_samples=num_samples, seed=seed2, **inputs)
-        proc = subprocess.run([sys.executable, "-c", _CLEAN_SCRIPT, str(Path(out_dir).resolve()), str(args), str(res)],
+        proc = subprocess.run([sys.executable, "-c", _CLEAN_SCRIPT, str(path.resolve()), str(args), str(res)],
                               capture_output=True, text=True, cwd=tmp,
                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         if proc.returncode != 0:
-            raise RuntimeError(f"loading {out_dir} in a clean TensorFlow process failed:\n{proc.stderr[-3000:]}")
+            raise RuntimeError(f"loading {path} in a clean TensorFlow process failed:\n{proc.stderr[-3000:]}")
         got = dict(np.load(res))
-    modules = got.pop("_modules").tolist()
-    diffs, failed = {}, []
+    return got, tuple(got.pop("_modules").tolist())
+
+
+def compare_outputs(ref: Mapping, got: Mapping, *, modules=(), rtol: float = 1e-3, atol: float = 1e-3,
+                    weight_rtol: float = 5e-2, level_tol: float = 1e-3) -> ExportCheck:
+    """The rule of :func:`check_export`: the library's outputs ``ref`` against the SavedModel's
+    ``got`` (dicts of arrays with :data:`OUTPUT_KEYS`)."""
+    diffs, misses, failed = {}, {}, []
     for key in OUTPUT_KEYS:
-        r, g = np.asarray(ref[key]), got[key]
-        finite = np.isfinite(r) & np.isfinite(g)
-        if key == "log_weights":  # far-off samples: log p(x|θ) ~ −1e4, where float32 keeps ~1e-3
-            finite &= np.asarray(ref["weights"]) > 1e-6
-        same_pattern = np.array_equal(np.isfinite(r), np.isfinite(g))
-        diffs[key] = float(np.max(np.abs(r[finite] - g[finite]), initial=0.0))
-        tol = atol + rtol * np.abs(r)
-        if key in SUMMARY_NAMES:  # weighted: a tiny weight change moves them by ~ the draws' spread
-            tol = tol + rtol * np.asarray(ref["q_std"])
-        close = same_pattern and bool(np.all(np.abs(r[finite] - g[finite]) <= tol[finite]))
+        if key in QUANTILE_LEVELS:
+            misses[key] = _largest_level_miss(ref, got, key, rtol, atol)
+            close = misses[key] <= level_tol
+        else:
+            key_rtol = weight_rtol if key in WEIGHT_OUTPUTS else rtol
+            diffs[key], close = _value_diff(ref, key, got[key], key_rtol, atol)
         if not close:
             failed.append(key)
-    return {"ok": not failed and not modules, "failed": failed, "max_abs_diff": diffs, "modules": modules}
+    return ExportCheck(failed=tuple(failed), max_abs_diff=diffs, level_miss=misses, modules=tuple(modules))
+
+
+def _value_diff(ref: Mapping, key: str, got, rtol: float, atol: float) -> tuple[float, bool]:
+    """(largest |ref − got|, whether every entry is within tolerance) of one output."""
+    r, g = np.asarray(ref[key], np.float64), np.asarray(got, np.float64)
+    if r.shape != g.shape:
+        return float("inf"), False
+    finite = np.isfinite(r) & np.isfinite(g)
+    tol = atol + rtol * np.abs(r)
+    if key == "log_weights":  # = log p(x|θ)p(θ) − log q: rounding scales with both terms
+        finite &= np.asarray(ref["weights"]) > NEGLIGIBLE_WEIGHT
+        log_q = np.abs(np.asarray(ref["log_q"], np.float64))
+        tol = atol + rtol * (np.abs(r + log_q) + log_q)
+    diff = np.abs(r[finite] - g[finite])
+    if key in ("mean", "std"):  # weighted sums: on the draws' scale
+        tol = tol + rtol * np.asarray(ref["q_std"])
+    same_pattern = np.array_equal(np.isfinite(r), np.isfinite(g))
+    return float(np.max(diff, initial=0.0)), same_pattern and bool(np.all(diff <= tol[finite]))
+
+
+def _largest_level_miss(ref: Mapping, got: Mapping, key: str, rtol: float, atol: float) -> float:
+    """Largest :func:`quantile_level_miss` of one weighted-quantile output beyond the total
+    variation distance of the two weight vectors (inf if its shape or pattern of NaN rows differs
+    from the library's)."""
+    r, g = np.asarray(ref[key]), np.asarray(got[key], np.float64)
+    finite = np.isfinite(g)
+    same_weights_shape = np.shape(ref["weights"]) == np.shape(got["weights"])
+    if r.shape != g.shape or not same_weights_shape or not np.array_equal(np.isfinite(r), finite):
+        return float("inf")
+    g = np.where(finite, g, 0.0)
+    miss = quantile_level_miss(ref["samples"], ref["weights"], g, QUANTILE_LEVELS[key],
+                               margin=atol + rtol * np.abs(g))
+    excess = np.maximum(miss - _weights_distance(ref["weights"], got["weights"])[:, None], 0.0)
+    return float(np.max(excess[finite], initial=0.0))
+
+
+def _weights_distance(ref_weights, got_weights) -> np.ndarray:
+    """Total variation distance [B] of two processes' normalised weights per star (NaN-safe: a
+    row without usable weight counts 0): a weighted CDF moves by at most this when the weights
+    change, so a quantile exact under one process's weights is that close under the other's."""
+    w = [np.nan_to_num(np.asarray(x, np.float64), nan=0.0, posinf=0.0) for x in (ref_weights, got_weights)]
+    w = [x / np.where(x.sum(1, keepdims=True) > 0, x.sum(1, keepdims=True), 1.0) for x in w]
+    return 0.5 * np.abs(w[0] - w[1]).sum(1)
+
+
+def quantile_level_miss(samples, weights, values, level: float, *, margin=0.0,
+                        negligible: float = NEGLIGIBLE_WEIGHT) -> np.ndarray:
+    """How far (in level) ``level`` lies outside the level interval [F(x₋), F(x₊)] of ``values``
+    [B, D] under the weighted draws ``samples`` [B, N, D], ``weights`` [B, N]: 0 inside, NaN for
+    rows without usable weight. F is :func:`~irisml_tf.inference.metrics.pit`; x₋ < value − margin
+    and x₊ > value + margin are the nearest draws whose normalised weight exceeds ``negligible``
+    (see :func:`check_export`). ``margin`` (scalar or [B, D]): how far the compared draws may be
+    apart, so that a value at a draw (a clamped quantile) stays at it."""
+    from irisml_tf.inference.metrics import pit
+
+    x = np.asarray(samples, np.float64)
+    w = np.asarray(weights, np.float64)
+    w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    heavy = (w > negligible * np.where(total > 0, total, 1.0))[..., None]  # [B, N, 1]
+    v = np.asarray(values, np.float64)[:, None, :]
+    eps = np.broadcast_to(np.asarray(margin, np.float64), v.shape[::2])[:, None, :]
+    below = np.max(np.where(heavy & (x < v - eps), x, -np.inf), axis=1)  # −inf: none below, F = 0
+    above = np.min(np.where(heavy & (x > v + eps), x, np.inf), axis=1)  # +inf: none above, F = 1
+    lo, hi = pit(x, below, w), pit(x, above, w)
+    return np.maximum(lo - level, 0.0) + np.maximum(level - hi, 0.0)

@@ -5,16 +5,30 @@ loads it in a Python that imports only TensorFlow and compares with the library.
 """
 from __future__ import annotations
 
+import configparser
+import glob
+import json
 import re
+import shutil
 import subprocess
 import sys
+from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from conftest import TINY
-from irisml_tf.serving import OUTPUT_KEYS, check_export, load_model
+from irisml_tf.serving import (
+    OUTPUT_KEYS,
+    QUANTILE_LEVELS,
+    check_export,
+    compare_outputs,
+    default_model_path,
+    load_model,
+    quantile_level_miss,
+)
 
 BI = [[0, 1, 2, 13, 14, 15, -1], [0, 1, 2, -1, -1, -1, -1]]
 MAG = [[4.7, 5.0, 4.2, 3.6, 3.3, 3.3, 0.0], [4.7, 5.0, 4.2, 0.0, 0.0, 0.0, 0.0]]
@@ -75,8 +89,8 @@ def test_run_validates_and_handles_empty(tiny_model):
 
 def test_clean_process_matches_library(tiny_export):
     result = check_export(tiny_export)
-    assert result["modules"] == []
-    assert result["ok"], result
+    assert result.modules == ()
+    assert result.ok, result
 
 
 def test_saved_model_cli_run(tiny_export, tiny_model):
@@ -107,3 +121,134 @@ def test_cli_export(tiny_run, tmp_path):
     assert res.exit_code != 0 and "--overwrite" in res.output
     res = CliRunner().invoke(main, ["export", str(tmp_path), str(tmp_path / "x")])
     assert res.exit_code != 0 and "config.yaml" in res.output
+
+
+# -- the check's rule for weighted quantiles: their level under the library's weighted CDF --------
+def _draws(rng, n=400):
+    x = rng.normal(size=(1, n, 1))
+    w = rng.uniform(0.5, 1.5, size=(1, n))
+    return x, w / w.sum()
+
+
+def _quantile(x, w, level):
+    from irisml_tf.inference.summaries import weighted_quantiles
+
+    return weighted_quantiles(x, w, [level]).numpy()[:, 0]
+
+
+def test_level_rule_passes_the_librarys_quantiles_and_fails_wrong_levels(rng):
+    x, w = _draws(rng)
+    for level in (0.5, 0.16, 0.84):
+        assert quantile_level_miss(x, w, _quantile(x, w, level), level)[0, 0] == 0.0
+        for wrong in (level - 0.03, level + 0.03):
+            miss = quantile_level_miss(x, w, _quantile(x, w, wrong), level)[0, 0]
+            assert miss == pytest.approx(0.03, abs=0.01)
+
+
+def test_level_rule_survives_a_weight_appearing_from_float_noise():
+    """A draw with weight 0 in one process and 1e-30 in the other is a new quantile node: the
+    median jumps (0.8 → 0.75 here, far outside any value tolerance), its level does not."""
+    x = np.array([0.0, 0.01, 1.0])[None, :, None]
+    ref_w, got_w = np.array([[0.2, 0.0, 0.8]]), np.array([[0.2, 1e-30, 0.8]])
+    ref, got = _quantile(x, ref_w, 0.5), _quantile(x, got_w, 0.5)
+    assert abs(ref - got)[0, 0] > 0.04
+    assert quantile_level_miss(x, ref_w, got, 0.5)[0, 0] == 0.0
+    assert quantile_level_miss(x, got_w, ref, 0.5)[0, 0] == 0.0
+
+
+def test_level_rule_keeps_a_clamped_quantile_at_its_draw():
+    """One draw carries all weight: every quantile is that draw; float noise in the other
+    process's copy of it must not move it off (the margin is the draws' own tolerance)."""
+    x = np.array([1.0, 2.0, 3.0])[None, :, None]
+    w = np.array([[0.0, 1.0, 0.0]])
+    noisy = np.array([[2.0 * (1 + 1e-6)]])
+    assert quantile_level_miss(x, w, noisy, 0.16)[0, 0] > 0.3
+    assert quantile_level_miss(x, w, noisy, 0.16, margin=1e-3)[0, 0] == 0.0
+    assert quantile_level_miss(x, w, np.array([[3.0]]), 0.16, margin=1e-3)[0, 0] > 0.3
+
+
+def test_check_rule_fails_on_a_wrong_quantile(tiny_model):
+    """compare_outputs on the SavedModel's own outputs passes; with p16 taken at another level, or
+    one draw moved, it names exactly that output."""
+    out = tiny_model.run(BI, MAG, ERR, 400, seed=4)
+    assert compare_outputs(out, out).ok
+    # float noise of the other process: log weights off by ≤ 5e-3, so weights by ≤ 1 %
+    noise = np.random.default_rng(0).uniform(-5e-3, 5e-3, out["weights"].shape)
+    weights = out["weights"] * np.exp(noise)
+    weights /= weights.sum(1, keepdims=True)
+    assert compare_outputs(out, dict(out, weights=weights, log_weights=out["log_weights"] + noise)).ok
+    shifted = _quantile(out["samples"], out["weights"], QUANTILE_LEVELS["p16"] + 0.1)
+    bad = compare_outputs(out, dict(out, p16=shifted))
+    assert bad.failed == ("p16",) and bad.level_miss["p16"] > 0.02 and not bad.ok
+    swapped = compare_outputs(out, dict(out, p16=out["p84"], p84=out["p16"]))
+    assert set(swapped.failed) == {"p16", "p84"}
+    samples = out["samples"].copy()
+    samples[0, 0, 0] += 10.0
+    assert compare_outputs(out, dict(out, samples=samples)).failed == ("samples",)
+
+
+# -- the export job (irisml_tf.app.export) ------------------------------------------------------
+def _interrupted_copy(run: Path, dst: Path, step: int = 20) -> Path:
+    """A copy of a finished run as `train` leaves one stopped at ``step``: no final weights, the
+    checkpoint of that step the latest, metrics.json status "interrupted"."""
+    shutil.copytree(run, dst, ignore=shutil.ignore_patterns("final.weights.h5", "logs"))
+    assert (dst / "checkpoints" / f"ckpt-{step}.index").exists()
+    (dst / "checkpoints" / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{step}"\n')
+    metrics = json.loads((dst / "metrics.json").read_text())
+    (dst / "metrics.json").write_text(json.dumps(dict(metrics, status="interrupted", step=step)))
+    return dst
+
+
+def test_export_job_of_a_fresh_run_passes_its_check(tiny_run, tmp_path):
+    from irisml_tf.app.export import ExportOptions, export_run
+
+    result = export_run(ExportOptions(run_dir=tiny_run, out_dir=tmp_path / "m", max_samples=500))
+    assert result.ok and result.check is not None and result.check.ok, result.check
+    assert result.complete and result.training_note() is None
+    assert result.training.step == result.training.steps_total == TINY["training"]["steps"]
+    assert result.size_bytes > 0 and (result.out_dir / "saved_model.pb").exists()
+
+
+def test_export_job_says_a_run_is_interrupted(tiny_run, tmp_path):
+    from irisml_tf.app.export import ExportOptions, export_run
+    from irisml_tf.cli.main import main
+    from irisml_tf.rundir import load_posterior
+
+    run = _interrupted_copy(tiny_run, tmp_path / "run")
+    result = export_run(ExportOptions(run_dir=run, out_dir=tmp_path / "m", check=False))
+    assert result.check is None and result.ok and not result.complete
+    note = result.training_note()
+    assert "status interrupted" in note and "step 20 of 40" in note and str(run) in note
+    # the export holds the step-20 weights, not the finished run's
+    exported = load_posterior(result.out_dir / "assets" / "run").weights
+    assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(exported, load_posterior(tiny_run).weights))
+    res = CliRunner().invoke(main, ["export", str(run), str(tmp_path / "m2"), "--no-check"])
+    assert res.exit_code == 0, res.output
+    assert "warning: the run did not finish training" in res.output and "step 20 of 40" in res.output
+    res = CliRunner().invoke(main, ["export", str(tiny_run), str(tmp_path / "m3"), "--no-check"])
+    assert res.exit_code == 0 and "warning" not in res.output
+
+
+# -- the shipped model as package data ----------------------------------------------------------
+def test_default_model_is_package_data(monkeypatch, tmp_path):
+    monkeypatch.delenv("IRISML_TF_MODEL", raising=False)
+    path = default_model_path()
+    assert path == Path(str(files("irisml_tf.saved_models"))) / "default"
+    assert (path / "saved_model.pb").exists() and (path / "assets" / "irisml.json").exists()
+    monkeypatch.setenv("IRISML_TF_MODEL", str(tmp_path))
+    assert default_model_path() == tmp_path
+
+
+def test_package_data_globs_ship_every_model_file():
+    """setup.cfg's package_data for irisml_tf.saved_models matches every file of the shipped model
+    (what `pip install .` copies into the package; a built wheel carries all 17 files of default/)."""
+    root = Path(__file__).resolve().parents[1]
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    assert "irisml_tf.saved_models = saved_models" in cfg["options"]["package_dir"]
+    globs = [g.strip() for g in cfg["options.package_data"]["irisml_tf.saved_models"].split(",")]
+    shipped = {p for g in globs for p in glob.glob(g, root_dir=root / "saved_models", recursive=True)
+               if (root / "saved_models" / p).is_file()}
+    model = {str(p.relative_to(root / "saved_models")) for p in (root / "saved_models" / "default").rglob("*")
+             if p.is_file()}
+    assert model and model <= shipped
