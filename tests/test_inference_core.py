@@ -4,11 +4,24 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from irisml_tf.inference import (FLAG_BITS, chi2_pvalue, compute_flags, edge_fraction,
-                                 effective_sample_size, flag_names, importance_weights,
-                                 leave_one_band_out, likelihood_terms, log_likelihood,
-                                 log_likelihood_theta, psis, resample, run_importance_sampling,
-                                 summarize, weighted_quantiles)
+from irisml_tf.inference import (
+    FLAG_BITS,
+    chi2_pvalue,
+    compute_flags,
+    edge_fraction,
+    effective_sample_size,
+    flag_names,
+    importance_weights,
+    leave_one_band_out,
+    likelihood_terms,
+    log_likelihood,
+    log_likelihood_theta,
+    psis,
+    resample,
+    run_importance_sampling,
+    summarize,
+    weighted_quantiles,
+)
 from irisml_tf.inference.flags import best_sample_index
 from irisml_tf.inference.likelihood import default_sys_floor
 

@@ -8,10 +8,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from irisml_tf.model import (DEFAULT_LOWER, DEFAULT_UPPER, PARAM_NAMES, ConditionalMADE,
-                             ConditionalMAF, GaussianMixtureBase, MaskedDense, ParameterTransform,
-                             PosteriorModel, SetEncoder, TransformerBlock, fit_standardization,
-                             made_degrees)
+from irisml_tf.model import (
+    DEFAULT_LOWER,
+    DEFAULT_UPPER,
+    PARAM_NAMES,
+    ConditionalMADE,
+    ConditionalMAF,
+    GaussianMixtureBase,
+    MaskedDense,
+    ParameterTransform,
+    PosteriorModel,
+    SetEncoder,
+    TransformerBlock,
+    fit_standardization,
+    made_degrees,
+)
 
 TINY = dict(embed_dim=16, num_heads=2, num_blocks=2, mlp_dim=32, flow_blocks=2,
             made_hidden=[16, 16], mixture_components=0, dropout=0.0)

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from irisml_tf.physics.prior import Prior, load_prior_config
 

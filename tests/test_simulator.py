@@ -52,7 +52,8 @@ def test_extinction_monotonic_in_av(prior, sim):
     rows = np.repeat(theta, len(av), 0)
     rows[:, 3] = np.tile(av, len(theta))
     mags, mask = sim(rows)
-    a = (mags.numpy() - np.repeat(sim(np.c_[theta[:, :3], np.zeros(len(theta)), theta[:, 4]].astype(np.float32))[0].numpy(), len(av), 0))
+    clear = sim(np.c_[theta[:, :3], np.zeros(len(theta)), theta[:, 4]].astype(np.float32))[0].numpy()
+    a = mags.numpy() - np.repeat(clear, len(av), 0)
     a = a.reshape(len(theta), len(av), -1)
     assert mask.numpy().all()
     assert np.all(np.diff(a, axis=1) > 0), "A_b must grow with A_V in every band"

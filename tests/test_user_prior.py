@@ -251,7 +251,8 @@ def test_nan_rows_are_the_file_prior(prior):
 def test_per_star_arrays_broadcast_over_draws(prior):
     b, n = 4, 300
     th = prior.sample(b * n, 3).numpy()
-    mu, sd, av_max = np.array([0.2, np.nan, 1.0, 3.0]), np.array([0.1, 0.1, 0.5, 1.0]), np.array([1.0, 2.0, np.nan, 2.5])
+    mu, sd = np.array([0.2, np.nan, 1.0, 3.0]), np.array([0.1, 0.1, 0.5, 1.0])
+    av_max = np.array([1.0, 2.0, np.nan, 2.5])
     flat = prior.log_prob(th, av_prior=np.repeat(mu, n), av_prior_err=np.repeat(sd, n),
                           av_max=np.repeat(av_max, n)).numpy()
     batched = prior.log_prob(th.reshape(b, n, 5), av_prior=mu, av_prior_err=sd, av_max=av_max).numpy()

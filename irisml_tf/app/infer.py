@@ -47,8 +47,16 @@ import pandas as pd
 
 from irisml_tf.app.progress import ProgressBar, progress_bar
 from irisml_tf.catalog import TableChunks, TableWriter, count_rows, iter_table, table_suffix, write_table
-from irisml_tf.columns import (DEFAULT_ERR, ColumnMatch, Prepared, check_default_err, count_status,
-                               match_columns, prepare_rows, status_string)
+from irisml_tf.columns import (
+    DEFAULT_ERR,
+    ColumnMatch,
+    Prepared,
+    check_default_err,
+    count_status,
+    match_columns,
+    prepare_rows,
+    status_string,
+)
 from irisml_tf.inference.summaries import SUMMARY_NAMES
 from irisml_tf.physics.simulator import PARAM_NAMES
 from irisml_tf.workdir import WorkDir, atomic_write

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
-from ..physics.bands import BAND_NAMES, BANDS, SURVEYS, get_band
+from ..physics.bands import BAND_NAMES, SURVEYS, get_band
 
 __all__ = ["ObservationModel", "ObservationConfig", "DEFAULT_OBSERVATION", "load_observation_config"]
 
@@ -143,7 +143,7 @@ class ObservationConfig:
     surveys: Mapping  # survey → {floor, depth: {band: mag}, p_north, p_south}
 
     @classmethod
-    def from_dict(cls, user: "Mapping | ObservationConfig | None" = None) -> "ObservationConfig":
+    def from_dict(cls, user: Mapping | ObservationConfig | None = None) -> ObservationConfig:
         """Defaults overridden by ``user`` (validated by :func:`load_observation_config`)."""
         if isinstance(user, ObservationConfig):
             return user

@@ -106,7 +106,7 @@ def likelihood_terms(model_mags, model_valid, band_index, mag, mag_err,
 
     var = tf.square(mag_err) + tf.square(sys_floor)
     observed = _observed_slots(band_index, mag, var, tf.shape(model_mags)[-1])  # [B, K]
-    obs_f = tf.cast(observed, tf.float32)
+    tf.cast(observed, tf.float32)
     weight = tf.where(observed, 1.0 / tf.where(observed, var, 1.0), 0.0)  # [B, K]
     n_bands = tf.reduce_sum(tf.cast(observed, tf.int32), axis=-1)  # [B]
 

@@ -4,8 +4,14 @@ from irisml_tf.model.encoder import SetEncoder, TransformerBlock
 from irisml_tf.model.flow import ConditionalMAF
 from irisml_tf.model.made import ConditionalMADE, MaskedDense, made_degrees
 from irisml_tf.model.posterior import PosteriorModel
-from irisml_tf.model.transform import (DEFAULT_LOWER, DEFAULT_UPPER, NUM_PARAMS, PARAM_NAMES,
-                                       ParameterTransform, fit_standardization)
+from irisml_tf.model.transform import (
+    DEFAULT_LOWER,
+    DEFAULT_UPPER,
+    NUM_PARAMS,
+    PARAM_NAMES,
+    ParameterTransform,
+    fit_standardization,
+)
 
 __all__ = [
     "PARAM_NAMES", "NUM_PARAMS", "DEFAULT_LOWER", "DEFAULT_UPPER",

@@ -27,8 +27,7 @@ import tensorflow as tf
 
 from irisml_tf.model.encoder import SetEncoder
 from irisml_tf.model.flow import ConditionalMAF
-from irisml_tf.model.transform import (DEFAULT_LOWER, DEFAULT_UPPER, NUM_PARAMS,
-                                       ParameterTransform)
+from irisml_tf.model.transform import DEFAULT_LOWER, DEFAULT_UPPER, NUM_PARAMS, ParameterTransform
 from irisml_tf.physics.bands import NUM_BANDS
 
 __all__ = ["DEFAULT_SIZES", "PosteriorModel"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bands import BANDS, BAND_NAMES, get_band
+from .bands import BAND_NAMES, BANDS, get_band
 from .extinction import PROXY_WAVE, band_k, proxy_spectra
 from .filters import FilterCurve, load_filter, stored_filter, vega_flavor
 from .grid import StellarGrid
@@ -245,7 +245,8 @@ def build_from_spectra(spectra: Iterable, band_specs: Sequence[str] = BAND_NAMES
             wave = w
             for c in curves:
                 if wave[0] > c.wavelength[0] or wave[-1] < c.wavelength[-1]:
-                    raise ValueError(f"spectrum teff={sp.teff} logg={sp.logg} mh={sp.mh} does not cover filter `{c.name}`")
+                    raise ValueError(f"spectrum teff={sp.teff} logg={sp.logg} mh={sp.mh} "
+                                     f"does not cover filter `{c.name}`")
         params.append((sp.teff, sp.logg, sp.mh))
         run.append(np.asarray(sp.flam, float))
         if len(run) >= max(1, min(64, 2**24 // wave.size)):

@@ -376,7 +376,8 @@ class Prior(tf.Module):
         """Impossible parameters (low ≥ high, std ≤ 0, no positive weight) make log_prob −inf
         everywhere, never NaN; :func:`config_from_params` says which key is wrong."""
         p = tf.reshape(tf.convert_to_tensor(params, tf.float32), [len(PRIOR_PARAM_NAMES)])
-        at = lambda name: p[_AT[name]]
+        def at(name):
+            return p[_AT[name]]
         lo = tf.maximum(tf.stack([self._grid_lo[0], at("logg.low"), self._grid_lo[2], at("av.offset"),
                                   at("rv.low")]), self._grid_lo)
         hi = tf.minimum(tf.stack([self._grid_hi[0], at("logg.high"), self._grid_hi[2], at("av.max"),
@@ -476,7 +477,8 @@ def _normal_mass(a, b):
     """Φ(b) − Φ(a) for a ≤ b (float64), taken in the lower tail so that it keeps its digits there."""
     flip = a > 0
     lo, hi = tf.where(flip, -b, a), tf.where(flip, -a, b)
-    ndtr64 = lambda x: 0.5 * tf.math.erfc(-x / np.sqrt(2.0))
+    def ndtr64(x):
+        return 0.5 * tf.math.erfc(-x / np.sqrt(2.0))
     return ndtr64(hi) - ndtr64(lo)
 
 

@@ -5,8 +5,14 @@ Importing this package loads only the config module: the run directory's readers
 (:mod:`irisml_tf.rundir`, serving) read configs without building anything, and the session and
 driver (TensorFlow, plots) load on first use of their names.
 """
-from irisml_tf.training.config import (DEFAULT_MODEL, DEFAULT_TRAINING, ConfigError, dump_config,
-                                       load_config, parse_override)
+from irisml_tf.training.config import (
+    DEFAULT_MODEL,
+    DEFAULT_TRAINING,
+    ConfigError,
+    dump_config,
+    load_config,
+    parse_override,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -36,7 +42,7 @@ _LAZY = {
 
 def __getattr__(name):
     if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
     return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)

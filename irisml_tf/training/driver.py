@@ -21,8 +21,7 @@ import tensorflow as tf
 
 from irisml_tf.rundir import COMPLETED, INTERRUPTED, RUNNING, RunDirError, prepare_run_dir
 from irisml_tf.training.callback import Checkpoints, StopRequest, TrainingCallback
-from irisml_tf.training.config import (OPERATIONAL_KEYS, ConfigError, config_diff, dump_config,
-                                       load_config)
+from irisml_tf.training.config import OPERATIONAL_KEYS, ConfigError, config_diff, dump_config, load_config
 from irisml_tf.training.runlog import RunLog, SessionStats
 from irisml_tf.training.session import TrainingSession
 from irisml_tf.training.validation import Validator
