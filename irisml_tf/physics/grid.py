@@ -1,9 +1,10 @@
 """The stellar grid: synthetic magnitudes and band-extinction tables on a rectilinear node set.
 
 Axes: teff [K] (interpolated in log10 teff), logg, mh. Node values per band:
-``mag`` — absolute magnitude of a star of radius 1 R_sun at 10 pc in the band's own system, so that
-observed m = mag + A_b + μ with μ = 5 log10(d / 10 pc) − 5 log10(R / R_sun); ``valid`` — the node
-exists and has positive flux in the band; ``ext_coef`` — coefficients of the band's extinction basis (see :mod:`.extinction`).
+``mag`` — absolute magnitude of a star of radius 1 R_sun at 10 pc in the band's own system, so
+that observed m = mag + A_b + μ with μ = 5 log10(d / 10 pc) − 5 log10(R / R_sun); ``valid`` — the
+node exists and has positive flux in the band; ``ext_coef`` — coefficients of the band's
+extinction basis (see :mod:`.extinction`).
 
 The extinction of band b at a node is A_b = A_V · k_b(A_V, R_V) with
 k_b = basis[b, 0] + Σ_r ext_coef[..., b, r] · basis[b, 1 + r], the basis tabulated on ``av_nodes`` ×

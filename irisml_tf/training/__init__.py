@@ -42,7 +42,7 @@ _LAZY = {
 
 def __getattr__(name):
     if name not in _LAZY:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
     return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
