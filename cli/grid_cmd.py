@@ -30,8 +30,10 @@ def grid() -> None:
               help="Grid file to write (.npz).")
 def grid_build(ariadne, bosz_dir, band_specs, alpha, out) -> None:
     """Build a grid file from astroARIADNE's BOSZ table or from BOSZ spectra."""
+    from irisml_tf.extras import require
     from irisml_tf.physics import grid_build as gb
 
+    require("build")
     if (ariadne is None) == (bosz_dir is None):
         raise click.UsageError("give exactly one of --from-ariadne or --bosz-dir")
     try:

@@ -440,9 +440,14 @@ def _evaluate_sets(model, theta, xs, options: EvaluateOptions, out_dir: Path, re
 def evaluate(model_dir: str | Path | None, out_dir: str | Path, options: EvaluateOptions | None = None) -> Evaluation:
     """Evaluate the exported model at ``model_dir`` (None = the default model) on ``options.n``
     fresh stars per band set; write ``metrics.json``, per-star tables and figures to ``out_dir``."""
+    from irisml_tf.extras import require
     from irisml_tf.workdir import atomic_json
 
     options = EvaluateOptions() if options is None else options
+    if options.plots:  # say what is missing before the long run, not after it
+        require("plots")
+    if options.mcmc_steps:
+        require("mcmc")
     start = time.perf_counter()
     model = _load(model_dir, options)
     sim, prior = model.physics(options.grid)

@@ -313,8 +313,10 @@ def run_mcmc_catalog(catalog: str | Path, out: str | Path, options: MCMCOptions 
 
     from irisml_tf.catalog import TABLE_FORMATS, read_table, write_table
     from irisml_tf.columns import match_columns
+    from irisml_tf.extras import require
     from irisml_tf.workdir import atomic_write
 
+    require("mcmc")
     options = MCMCOptions() if options is None else options
     catalog, out = Path(catalog), Path(out)
     if out.suffix.lower() not in TABLE_FORMATS:

@@ -123,8 +123,10 @@ def run_training(options: TrainOptions,
                  announce: Callable[[str], None] | None = None) -> TrainResult:
     """Train as ``options`` say. The config and run directory are checked before anything is
     built (:class:`ConfigError`, :class:`~irisml_tf.rundir.RunDirError`)."""
+    from irisml_tf.extras import require
     from irisml_tf.training import train
 
+    require("plots")  # validation draws TensorBoard images: say so now, not at the first validation
     split_devices(options.cpu_replicas)
     metrics = train(options.config, options.run_dir, resume=options.resume,
                     overwrite=options.overwrite, overrides=options.overrides,
