@@ -19,6 +19,7 @@ def main() -> None:
 def _register() -> None:
     from . import bands_cmd, export_cmd, grid_cmd, simulate_cmd  # noqa: F401  (commands attach to `main`)
     from . import evaluate_cmd, infer_cmd, mcmc_cmd, train_cmd  # noqa: F401
+    from . import survey_cmd  # noqa: F401
 
 
 _register()

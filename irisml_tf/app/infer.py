@@ -58,8 +58,8 @@ from irisml_tf.rowseed import row_seeds
 from irisml_tf.workdir import WorkDir, atomic_write
 
 __all__ = ["infer_catalog", "InferOptions", "InferSummary", "ChunkInference", "ChunkResult",
-           "output_columns", "status_table", "training_warning", "SAMPLE_FORMATS", "DEFAULT_CHUNK_SIZE",
-           "DEFAULT_NUM_SAMPLES", "DEFAULT_MAX_BATCH_ELEMENTS"]
+           "output_columns", "status_table", "report_columns", "require_bands", "training_warning",
+           "SAMPLE_FORMATS", "DEFAULT_CHUNK_SIZE", "DEFAULT_NUM_SAMPLES", "DEFAULT_MAX_BATCH_ELEMENTS"]
 
 #: float output column ← model output
 _FROM_MODEL = {"ess": "ess", "is_efficiency": "efficiency", "khat": "khat", "chi2": "chi2",
@@ -499,7 +499,8 @@ def _progress_total(chunks: TableChunks, catalog: Path, progress: bool) -> int |
 
 # --- the job -------------------------------------------------------------------------------------
 
-def _report_columns(runner: ChunkInference, model, say: Callable[[str], None]) -> None:
+def report_columns(runner: ChunkInference, model, say: Callable[[str], None]) -> None:
+    """Tell ``say`` which columns give which band, which are ignored, and which are renamed."""
     match = runner.match
     say(match.report())
     unknown = [b for b in match.band_names if b not in model.bands]
@@ -508,6 +509,14 @@ def _report_columns(runner: ChunkInference, model, say: Callable[[str], None]) -
     if runner.renamed:
         say("input columns renamed (their names are output columns): "
             + ", ".join(f"{a} → {b}" for a, b in runner.renamed.items()))
+
+
+def require_bands(runner: ChunkInference, model, name, columns) -> None:
+    """ValueError when no column of the catalogue ``name`` gives a band the model uses."""
+    if not any(b in model.bands for b in runner.match.band_names):
+        raise ValueError(f"{name}: no column names a band the model uses, so no star can be inferred. "
+                         "Name columns <band> and <band>_err (e.g. Gaia_G, Gaia_G_err) or use the surveys' "
+                         "own names (`irisml-tf bands` lists them). Columns: " + ", ".join(map(str, columns)))
 
 
 def _write_empty(runner: ChunkInference, columns, out: Path, work: WorkDir, options: InferOptions, attrs,
@@ -575,17 +584,14 @@ def infer_catalog(model, catalog, out, options: InferOptions | None = None, *, p
     first = next(chunks)
     columns = list(first.columns)
     runner = ChunkInference.for_columns(model, columns, options)
-    _report_columns(runner, model, say)
+    report_columns(runner, model, say)
     out.parent.mkdir(parents=True, exist_ok=True)
     attrs = {"seed": options.seed, "num_samples": options.num_samples, "model": str(model.path),
              "catalog": str(catalog)}
     if not len(first):
         say(f"{catalog} has no rows: writing an empty output")
         return _write_empty(runner, columns, out, work, options, attrs, t0)
-    if not any(b in model.bands for b in runner.match.band_names):
-        raise ValueError(f"{catalog}: no column names a band the model uses, so no star can be inferred. "
-                         "Name columns <band> and <band>_err (e.g. Gaia_G, Gaia_G_err) or use the surveys' "
-                         "own names (`irisml-tf bands` lists them). Columns: " + ", ".join(map(str, columns)))
+    require_bands(runner, model, catalog, columns)
 
     work.start()
     bar = progress_bar(_progress_total(chunks, catalog, progress), desc="infer", unit="star", enabled=progress)
