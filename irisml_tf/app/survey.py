@@ -56,7 +56,8 @@ from irisml_tf.rowseed import SPATIAL_INDEX
 from irisml_tf.workdir import WorkDir
 
 __all__ = ["survey_catalog", "write_survey", "run_survey", "open_catalog", "SurveyOptions", "SurveySummary",
-           "SurveyError", "MissingExtraError", "PartitionInference", "worker_model", "model_loads", "EXTRA_HINT"]
+           "SurveyError", "MissingExtraError", "PartitionInference", "worker_model", "model_loads", "dask_client",
+           "available_cores", "EXTRA_HINT"]
 
 EXTRA_HINT = 'pip install "irisml-tf[survey]"'
 #: the settings file's layout; a run of another format is not resumed
@@ -382,7 +383,8 @@ def _silent(_msg: str) -> None:
 
 # --- the job -------------------------------------------------------------------------------------
 
-def _cores() -> int:
+def available_cores() -> int:
+    """CPU cores this process may use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -403,8 +405,8 @@ def dask_client(options: SurveyOptions, say=_silent) -> Iterator:
             say(f"Dask scheduler {options.scheduler}: {len(client.scheduler_info()['workers'])} worker(s)")
             yield client
         return
-    workers = options.workers or _cores()
-    threads = options.tf_threads or max(1, _cores() // workers)
+    workers = options.workers or available_cores()
+    threads = options.tf_threads or max(1, available_cores() // workers)
     env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, env=env,
