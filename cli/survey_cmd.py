@@ -22,7 +22,7 @@ Runs on a LocalCluster of --workers processes (default: one per core), or on a r
 scheduler (--scheduler tcp://host:8786, e.g. started by dask-jobqueue on SLURM); workers need
 irisml-tf with the survey extra and the model directory on a path they can read. Each worker
 loads the model once. Each row's random seed comes from its source_id column (else its HEALPix
-index), so results do not depend on the partitioning.
+index), as in `infer`.
 
 \b
 A progress bar on a terminal (a line per finished partition in a log). A run that stops keeps its

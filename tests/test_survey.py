@@ -38,6 +38,29 @@ def test_missing_extra_names_it(monkeypatch, tmp_path):
     assert 'pip install "irisml-tf[survey]"' in result.output
 
 
+def test_per_star_seeds_reach_the_model(local_model):
+    """ExportedModel.run takes seeds [B, 2] (one per star); one star: its own seed."""
+    one = np.ones((1, 2), np.float32)
+    args = (np.array([[0, 3]], np.int32), 12.0 * one, 0.02 * one, 16)
+    a = local_model.run(*args, seed=np.array([[5, 9]], np.int32))
+    np.testing.assert_array_equal(a["median"], local_model.run(*args, seed=[5, 9])["median"])
+    with pytest.raises(ValueError, match=r"per-star `seed` must be \[B, 2\] with B = 1"):
+        local_model.run(*args, seed=np.zeros((2, 2), np.int32))
+
+
+def test_progress_lines_off_a_terminal(capsys):
+    from tqdm import tqdm
+
+    from irisml_tf.app.progress import tqdm_kwargs
+
+    bar = tqdm(total=3, **tqdm_kwargs("survey", "partition"))  # stderr is captured: not a terminal
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" [")[0] for line in lines] == [f"survey: {i}/3 partitions" for i in range(4)]
+
+
 # --- fixtures ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -88,14 +111,21 @@ def model_path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def infer_reference(stars, model_path, tmp_path_factory):
+def local_model(model_path):
+    from irisml_tf.serving import load_model
+
+    return load_model(model_path)
+
+
+@pytest.fixture(scope="module")
+def infer_reference(stars, local_model, tmp_path_factory):
     """`infer` on the same rows: one star per model call, and the default sub-batches."""
     d = tmp_path_factory.mktemp("infer")
     write_table(stars, d / "in.parquet")
     out = {}
     for name, batch in (("one", SAMPLES), ("default", None)):
         extra = {"max_batch_elements": batch} if batch else {}
-        infer_catalog(model_path, d / "in.parquet", d / f"{name}.parquet", num_samples=SAMPLES, seed=SEED,
+        infer_catalog(local_model, d / "in.parquet", d / f"{name}.parquet", num_samples=SAMPLES, seed=SEED,
                       chunk_size=20, progress=False, **extra)
         out[name] = pd.read_parquet(d / f"{name}.parquet").set_index("source_id").sort_index()
     return out
@@ -253,7 +283,7 @@ def test_cross_matched_input(model_path, client):
     assert "2MASS_Ks     k_m ± k_msigcom" in said[0] and "phot_g_mean_flux_over_error" in said[0]
     got = pd.DataFrame(post.compute(progress_bar=False))
     assert len(got) == n and sorted(got["source_id"]) == sorted(gaia["source_id"])
-    assert (got["n_bands"] == 6).all() and set(_input_codes(got["status"])) <= {"", "ok"}  # nothing wrong with the input
+    assert (got["n_bands"] == 6).all() and set(_input_codes(got["status"])) <= {"", "ok"}  # input all good
     assert got["_dist_arcsec"].max() < 1.0
 
 

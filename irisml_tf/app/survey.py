@@ -41,15 +41,24 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from irisml_tf.app.infer import (DEFAULT_MAX_BATCH_ELEMENTS, DEFAULT_NUM_SAMPLES, ChunkInference, InferOptions,
-                                 output_columns, report_columns, require_bands, status_table, training_warning)
+from irisml_tf.app.infer import (
+    DEFAULT_MAX_BATCH_ELEMENTS,
+    DEFAULT_NUM_SAMPLES,
+    ChunkInference,
+    InferOptions,
+    output_columns,
+    report_columns,
+    require_bands,
+    status_table,
+    training_warning,
+)
 from irisml_tf.app.progress import tqdm_kwargs
 from irisml_tf.columns import DEFAULT_ERR, count_status
 from irisml_tf.rowseed import SPATIAL_INDEX
