@@ -244,8 +244,8 @@ def open_catalog(path):
     its partition files are in). SurveyError when ``path`` holds no HATS object catalogue."""
     lsdb = _lsdb()
     try:
-        catalog = lsdb.read_hats(path, columns="all")
-    except (OSError, ValueError) as e:
+        catalog = lsdb.open_catalog(path, columns="all")
+    except (OSError, ValueError, TypeError) as e:  # TypeError: a margin or other auxiliary dataset
         raise SurveyError(f"{path} is not a HATS catalogue ({e}). Make one with lsdb "
                           "(`lsdb.from_dataframe(df, ra_column=..., dec_column=...).write_catalog(path)`) or "
                           "hats-import") from None
