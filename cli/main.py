@@ -97,6 +97,7 @@ def _register() -> None:
         infer_cmd,
         mcmc_cmd,
         simulate_cmd,
+        survey_cmd,
         train_cmd,
     )
 

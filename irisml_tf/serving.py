@@ -198,7 +198,12 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_samples: int =
 
 
 def _seed(seed) -> np.ndarray:
-    seed = np.asarray(seed, np.int64).reshape(-1)
+    seed = np.asarray(seed, np.int64)
+    if seed.ndim == 2:  # per-star seeds [B, 2]; this graph takes one [2] per call
+        from irisml_tf.rowseed import fold_seeds
+
+        return fold_seeds(seed)
+    seed = seed.reshape(-1)
     if seed.size == 1:
         seed = np.array([seed[0], 0])
     if seed.size != 2:
@@ -244,13 +249,17 @@ class ExportedModel:
         return self._physics[key]
 
     def run(self, band_index, mag, mag_err, num_samples: int, seed=0) -> dict[str, np.ndarray]:
-        """Posterior of a batch (see the module docstring for shapes). Same seed, same numbers."""
+        """Posterior of a batch (see the module docstring for shapes). Same seed, same numbers.
+        ``seed``: an int, two ints, or per-star seeds [B, 2] (folded into one per call for now:
+        :func:`irisml_tf.rowseed.fold_seeds`)."""
         band_index = np.asarray(band_index, np.int32)
         if band_index.ndim != 2:
             raise ValueError(f"`band_index` must be [B, K], got shape {band_index.shape}")
         num_samples = int(num_samples)
         if not 1 <= num_samples <= self.meta.max_samples:
             raise ValueError(f"`num_samples` must be in 1 … {self.meta.max_samples}, got {num_samples}")
+        if np.ndim(seed) == 2 and np.shape(seed)[0] != band_index.shape[0]:
+            raise ValueError(f"per-star `seed` must be [B, 2] with B = {band_index.shape[0]}, got {np.shape(seed)}")
         if band_index.shape[0] == 0:
             return self._empty(num_samples)
         if self._fn is None:

@@ -223,12 +223,12 @@ def test_options_name_the_option(tiny_model, tmp_path):
 def test_chunk_function_on_its_own(tiny_model, stars, reference):
     # what the catalogue run does to its chunk 1 (rows 5-9), from a DataFrame alone
     run = ChunkInference.for_columns(tiny_model, stars.columns, InferOptions(num_samples=32, seed=7))
-    result = run(stars.iloc[5:10], 1)
+    result = run(stars.iloc[5:10], start=5)
     assert result.inferred == 5 and result.samples is None and result.weights is None
     pd.testing.assert_frame_equal(result.table, reference[1].iloc[5:10].reset_index(drop=True), check_dtype=False)
     with_samples = ChunkInference.for_columns(tiny_model, stars.columns,
                                               InferOptions(num_samples=32, seed=7, save_samples="s.npz"))
-    np.testing.assert_array_equal(with_samples(stars.iloc[5:10], 1).samples, reference[2]["samples"][5:10])
+    np.testing.assert_array_equal(with_samples(stars.iloc[5:10], start=5).samples, reference[2]["samples"][5:10])
 
 
 def test_training_warning(tiny_model, stars, tmp_path):

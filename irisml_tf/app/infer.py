@@ -18,8 +18,11 @@ directory is removed.
   none) and ``status`` (:mod:`irisml_tf.columns`; plus ``flag:<name>`` for each quality flag of the
   model). Skipped rows have NaN results. An input column whose name (case-insensitively) equals an
   output column is kept under ``<name>_in`` (``_in2`` … if that is taken too).
-* Reproducible: chunk i, sub-batch j runs with the stateless seed derived from (seed, i, j), so
-  the same seed, chunk size and ``max_batch_elements`` give identical output, resumed or not.
+* Reproducible: every row gets a stateless seed from the run's seed and the row's key, its
+  ``source_id`` when it has one, else its 0-based position in the input file
+  (:func:`irisml_tf.rowseed.row_seeds`; ``irisml-tf survey`` uses the same rule). The exported
+  model still draws with one seed per call (:func:`irisml_tf.rowseed.fold_seeds`), so for now the
+  same seed, chunk size and ``max_batch_elements`` give identical output, resumed or not.
 * Resume: an interrupted run leaves ``<out>.parts/``; ``resume=True`` skips the chunks done. It
   refuses when the input file (size, mtime), the model, the seed, samples, chunk size, default
   error, batch bound or samples file differ from the manifest. Without ``resume`` an existing work
@@ -59,11 +62,12 @@ from irisml_tf.columns import (
 )
 from irisml_tf.inference.summaries import SUMMARY_NAMES
 from irisml_tf.physics.simulator import PARAM_NAMES
+from irisml_tf.rowseed import row_seeds
 from irisml_tf.workdir import WorkDir, atomic_write
 
 __all__ = ["infer_catalog", "InferOptions", "InferSummary", "ChunkInference", "ChunkResult",
-           "output_columns", "training_warning", "SAMPLE_FORMATS", "DEFAULT_CHUNK_SIZE",
-           "DEFAULT_NUM_SAMPLES", "DEFAULT_MAX_BATCH_ELEMENTS"]
+           "output_columns", "status_table", "report_columns", "require_bands", "training_warning",
+           "SAMPLE_FORMATS", "DEFAULT_CHUNK_SIZE", "DEFAULT_NUM_SAMPLES", "DEFAULT_MAX_BATCH_ELEMENTS"]
 
 #: float output column ← model output
 _FROM_MODEL = {"ess": "ess", "is_efficiency": "efficiency", "khat": "khat", "chi2": "chi2",
@@ -76,8 +80,8 @@ DEFAULT_NUM_SAMPLES = 1000
 #: star × sample (measured: 65 536 → +1.5 GB, 262 144 → +6 GB); 16 384 keeps it near +0.3 GB and
 #: was as fast per star as larger batches on 2 CPU cores.
 DEFAULT_MAX_BATCH_ELEMENTS = 16_384
-#: the manifest's layout; a work directory of another format is not resumed
-_FORMAT = 1
+#: the manifest's layout (2: per-row seeds); a work directory of another format is not resumed
+_FORMAT = 2
 
 
 def output_columns(param_names: Sequence[str] = PARAM_NAMES) -> list[str]:
@@ -205,15 +209,20 @@ class InferSummary:
         return self.inferred_now / self.inference_seconds
 
     def table(self) -> str:
-        """Rows per status, ``ok`` first, then by count."""
-        keys = sorted(self.counts, key=lambda k: (k != "ok", -self.counts[k], k))
-        width = max([len("status")] + [len(k) for k in keys])
-        lines = [f"{'status':<{width}}  {'rows':>9}  {'%':>6}", "-" * (width + 19)]
-        for k in keys:
-            pct = 100.0 * self.counts[k] / self.rows if self.rows else 0.0
-            lines.append(f"{k:<{width}}  {self.counts[k]:>9}  {pct:>6.2f}")
-        lines.append(f"{'rows':<{width}}  {self.rows:>9}   (inferred {self.inferred}, skipped {self.skipped})")
-        return "\n".join(lines)
+        """Rows per status, ``ok`` first, then by count (:func:`status_table`)."""
+        return status_table(self.counts, self.rows, self.inferred, self.skipped)
+
+
+def status_table(counts: dict[str, int], rows: int, inferred: int, skipped: int) -> str:
+    """The end-of-run table: rows per status key (``ok`` first, then by count) and the totals."""
+    keys = sorted(counts, key=lambda k: (k != "ok", -counts[k], k))
+    width = max([len("status")] + [len(k) for k in keys])
+    lines = [f"{'status':<{width}}  {'rows':>9}  {'%':>6}", "-" * (width + 19)]
+    for k in keys:
+        pct = 100.0 * counts[k] / rows if rows else 0.0
+        lines.append(f"{k:<{width}}  {counts[k]:>9}  {pct:>6.2f}")
+    lines.append(f"{'rows':<{width}}  {rows:>9}   (inferred {inferred}, skipped {skipped})")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -229,12 +238,6 @@ class ChunkResult:
 
 
 # --- the per-chunk function ----------------------------------------------------------------------
-
-def _seed_words(seed: int, chunk: int, sub: int) -> tuple[int, int]:
-    """The stateless seed of chunk ``chunk``, sub-batch ``sub``: two int32 from numpy's SeedSequence."""
-    words = np.random.SeedSequence([seed, chunk, sub]).generate_state(2, dtype=np.uint32).view(np.int32)
-    return int(words[0]), int(words[1])
-
 
 def _rename_collisions(columns, outputs) -> dict[str, str]:
     taken = {str(c).lower() for c in columns} | {c.lower() for c in outputs}
@@ -266,11 +269,12 @@ class _ModelOutputs:
 class ChunkInference:
     """The per-chunk function of ``infer``: rows of a catalogue (a DataFrame) → :class:`ChunkResult`.
 
-    Usable on its own, e.g. mapped over the partitions of a survey catalogue: build it once from
-    the catalogue's column names (:meth:`for_columns`), then call it with each chunk and the
-    chunk's number. Chunk i, sub-batch j of at most ``max_batch_elements`` stars × samples runs
-    with the stateless seed derived from (seed, i, j), so a chunk's result depends only on its
-    rows, its number and the settings.
+    Usable on its own, e.g. mapped over the partitions of a survey catalogue
+    (:mod:`irisml_tf.app.survey`): build it once from the catalogue's column names
+    (:meth:`for_columns`), then call it with each chunk and the input position of the chunk's
+    first row (None for a HATS partition). Each row is seeded from its key
+    (:func:`irisml_tf.rowseed.row_seeds`) and the model runs in sub-batches of at most
+    ``max_batch_elements`` stars × samples, each given its rows' seeds [B, 2].
     """
 
     def __init__(self, model, match: ColumnMatch, renamed: dict[str, str] | None = None, *,
@@ -294,13 +298,15 @@ class ChunkInference:
                    max_batch_elements=options.max_batch_elements,
                    want_samples=options.save_samples is not None)
 
-    def __call__(self, df: pd.DataFrame, chunk: int) -> ChunkResult:
+    def __call__(self, df: pd.DataFrame, start: int | None = None) -> ChunkResult:
+        """The chunk ``df`` inferred; ``start``: the 0-based input position of its first row (the
+        key of rows without a source_id), or None for a HATS partition (its spatial index)."""
         prep = prepare_rows(df, self.match, bands=self.model.bands, min_bands=self.obs.min_bands,
                             err_min=self.obs.err_min, err_max=self.obs.err_max, default_err=self.default_err)
-        outputs = self._run_model(prep, chunk)
+        outputs = self._run_model(prep, row_seeds(df, self.seed, start))
         return ChunkResult(self._frame(df, prep, outputs), outputs.samples, outputs.weights, len(outputs.rows))
 
-    def _run_model(self, prep: Prepared, chunk: int) -> _ModelOutputs:
+    def _run_model(self, prep: Prepared, seeds: np.ndarray) -> _ModelOutputs:
         r, n = len(prep.skip), self.num_samples
         res = {f"{p}_{s}": np.full(r, np.nan, np.float32) for p in self.params for s in SUMMARY_NAMES}
         diag = {k: np.full(r, np.nan, np.float32) for k in _FROM_MODEL}
@@ -308,11 +314,11 @@ class ChunkInference:
         samples = np.full((r, n, 5), np.nan, np.float32) if self.want_samples else None
         weights = np.zeros((r, n), np.float32) if self.want_samples else None
         rows = np.flatnonzero(~prep.skip)
-        for sub, start in enumerate(range(0, len(rows), self.batch)):
+        for start in range(0, len(rows), self.batch):
             idx = rows[start:start + self.batch]
             k = max(int(prep.n_bands[idx].max()), 1)  # rows are left-packed: trim the pads
             o = self.model.run(prep.band_index[idx, :k], prep.mag[idx, :k], prep.mag_err[idx, :k], n,
-                               seed=_seed_words(self.seed, chunk, sub))
+                               seed=seeds[idx])
             for j, p in enumerate(self.params):
                 for s in SUMMARY_NAMES:
                     res[f"{p}_{s}"][idx] = o[s][:, j]
@@ -471,6 +477,7 @@ def _run_chunks(work: WorkDir, runner: ChunkInference, chunks: Iterator[pd.DataF
                 stop_after: int | None) -> _Loop:
     """Infer the chunks not yet done, recording each in the work directory as it finishes."""
     loop = _Loop()
+    start = 0  # input position of the chunk's first row
     for index, df in enumerate(chunks):
         key = str(index)
         if key in work.chunks:
@@ -480,12 +487,13 @@ def _run_chunks(work: WorkDir, runner: ChunkInference, chunks: Iterator[pd.DataF
             break
         else:
             t0 = time.perf_counter()
-            result = runner(df, index)
+            result = runner(df, start)
             loop.inference_seconds += time.perf_counter() - t0
             work.record(key, _write_chunk(work, index, result).to_json())
             loop.ran += 1
             loop.inferred_now += result.inferred
         bar.update(len(df))
+        start += len(df)
         loop.chunks = index + 1
     return loop
 
@@ -499,7 +507,8 @@ def _progress_total(chunks: TableChunks, catalog: Path, progress: bool) -> int |
 
 # --- the job -------------------------------------------------------------------------------------
 
-def _report_columns(runner: ChunkInference, model, say: Callable[[str], None]) -> None:
+def report_columns(runner: ChunkInference, model, say: Callable[[str], None]) -> None:
+    """Tell ``say`` which columns give which band, which are ignored, and which are renamed."""
     match = runner.match
     say(match.report())
     unknown = [b for b in match.band_names if b not in model.bands]
@@ -508,6 +517,14 @@ def _report_columns(runner: ChunkInference, model, say: Callable[[str], None]) -
     if runner.renamed:
         say("input columns renamed (their names are output columns): "
             + ", ".join(f"{a} → {b}" for a, b in runner.renamed.items()))
+
+
+def require_bands(runner: ChunkInference, model, name, columns) -> None:
+    """ValueError when no column of the catalogue ``name`` gives a band the model uses."""
+    if not any(b in model.bands for b in runner.match.band_names):
+        raise ValueError(f"{name}: no column names a band the model uses, so no star can be inferred. "
+                         "Name columns <band> and <band>_err (e.g. Gaia_G, Gaia_G_err) or use the surveys' "
+                         "own names (`irisml-tf bands` lists them). Columns: " + ", ".join(map(str, columns)))
 
 
 def _write_empty(runner: ChunkInference, columns, out: Path, work: WorkDir, options: InferOptions, attrs,
@@ -575,17 +592,14 @@ def infer_catalog(model, catalog, out, options: InferOptions | None = None, *, p
     first = next(chunks)
     columns = list(first.columns)
     runner = ChunkInference.for_columns(model, columns, options)
-    _report_columns(runner, model, say)
+    report_columns(runner, model, say)
     out.parent.mkdir(parents=True, exist_ok=True)
     attrs = {"seed": options.seed, "num_samples": options.num_samples, "model": str(model.path),
              "catalog": str(catalog)}
     if not len(first):
         say(f"{catalog} has no rows: writing an empty output")
         return _write_empty(runner, columns, out, work, options, attrs, t0)
-    if not any(b in model.bands for b in runner.match.band_names):
-        raise ValueError(f"{catalog}: no column names a band the model uses, so no star can be inferred. "
-                         "Name columns <band> and <band>_err (e.g. Gaia_G, Gaia_G_err) or use the surveys' "
-                         "own names (`irisml-tf bands` lists them). Columns: " + ", ".join(map(str, columns)))
+    require_bands(runner, model, catalog, columns)
 
     work.start()
     bar = progress_bar(_progress_total(chunks, catalog, progress), desc="infer", unit="star", enabled=progress)

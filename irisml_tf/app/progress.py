@@ -4,7 +4,8 @@ A tqdm bar redraws itself with carriage returns; written to a file or a CI log t
 up (and the last one is written twice, by the last update and by ``close``). So when stderr is
 not a terminal, :func:`progress_bar` returns :class:`LogProgress`, which prints one line each
 time another tenth of the total is done (or every ``every`` seconds when the total is unknown),
-and a last line with the elapsed time.
+and a last line with the elapsed time. For a bar a library draws itself (LSDB's ``to_hats``),
+:func:`tqdm_kwargs` gives the keywords that turn its redraws into plain lines off a terminal.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Protocol
 
-__all__ = ["ProgressBar", "progress_bar", "LogProgress", "NoProgress"]
+__all__ = ["ProgressBar", "progress_bar", "LogProgress", "NoProgress", "LineStream", "tqdm_kwargs"]
 
 
 class ProgressBar(Protocol):
@@ -95,3 +96,33 @@ def progress_bar(total: int | None, *, desc: str, unit: str, enabled: bool = Tru
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+
+
+class LineStream:
+    """A file for a tqdm bar whose redraws should become lines: each redraw that says something
+    new before its `` [`` (the elapsed time) is written to ``file`` as one line; repeats (tqdm's
+    ``close``) are dropped."""
+
+    def __init__(self, file: IO[str] | None = None):
+        self.file = file if file is not None else sys.stderr
+        self.last = ""
+
+    def write(self, text: str) -> None:
+        for part in text.replace("\r", "\n").split("\n"):
+            part = part.strip()
+            news = part.split(" [", 1)[0]
+            if part and news != self.last:
+                print(part, file=self.file, flush=True)
+                self.last = news
+
+    def flush(self) -> None:
+        pass
+
+
+def tqdm_kwargs(desc: str, unit: str) -> dict:
+    """Keywords for a tqdm bar made by a library: a bar on a terminal; off a terminal, a line per
+    update (``desc: done/total units``) through :class:`LineStream`."""
+    if _is_terminal(sys.stderr):
+        return {"desc": desc, "unit": unit, "dynamic_ncols": True}
+    return {"desc": desc, "unit": unit, "file": LineStream(), "mininterval": 0, "ascii": True,
+            "bar_format": "{desc}: {n_fmt}/{total_fmt} " + unit + "s [{elapsed}]"}
