@@ -35,8 +35,8 @@ not reported. A table of rows per status ends the run.
 \b
 Runs in chunks of --chunk-size rows (bounded memory), with a progress bar on a terminal (a few
 plain progress lines when stderr goes to a file or a log). An interrupted run keeps its finished
-chunks in <out>.parts/; rerun with --resume to continue. The same --seed and --chunk-size give
-identical output, resumed or not. A model whose training did not complete is used with a
+chunks in <out>.parts/; rerun with --resume to continue. The same --seed gives identical output,
+whatever the chunk size, resumed or not. A model whose training did not complete is used with a
 warning.""")
 @click.argument("catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -47,7 +47,8 @@ warning.""")
 @click.option("--samples", "num_samples", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Posterior samples per star (importance-weighted; at most the model's max_samples).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Random seed: same seed and chunk size, same output.")
+              help="Random seed: each row draws from a seed made of this and its source_id (else its "
+                   "row number), so the same seed gives the same output whatever the chunk size.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Rows per chunk: memory bound and resume granularity.")
 @click.option("--save-samples", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -48,7 +48,8 @@ Needs the survey extra: pip install "irisml-tf[survey]".""")
 @click.option("--quiet", is_flag=True, help="No progress bar (or progress lines).")
 def survey(input_hats, out, model_dir, workers, scheduler, tf_threads, num_samples, seed, default_err, resume,
            quiet) -> None:
-    from irisml_tf.app.survey import MissingExtraError, SurveyError, SurveyOptions, run_survey
+    from irisml_tf.app.survey import SurveyError, SurveyOptions, run_survey
+    from irisml_tf.extras import MissingExtra
     from irisml_tf.serving import default_model_path
 
     if model_dir is None:
@@ -63,7 +64,7 @@ def survey(input_hats, out, model_dir, workers, scheduler, tf_threads, num_sampl
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted: finished partitions are kept in {out}; rerun the same command "
                                    "with --resume to write the others") from None
-    except (MissingExtraError, SurveyError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except (MissingExtra, SurveyError, ValueError, FileNotFoundError, FileExistsError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.table())
     resumed = f", {summary.partitions_resumed} written earlier" if summary.partitions_resumed else ""

@@ -12,6 +12,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "mcmc": ("emcee", "corner"),  # the MCMC reference and its corner plots
     "plots": ("matplotlib", "corner"),  # evaluation figures, training's TensorBoard images
     "build": ("pyphot", "extinction"),  # grid build, filter curves and zero points
+    "survey": ("lsdb", "hats", "dask", "distributed"),  # irisml-tf survey: HATS catalogues on Dask
 }
 
 

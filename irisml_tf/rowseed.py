@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["row_seeds", "row_keys", "fold_seeds", "SPATIAL_INDEX", "KEY_COLUMN"]
+__all__ = ["row_seeds", "row_keys", "call_seeds", "SPATIAL_INDEX", "KEY_COLUMN"]
 
 KEY_COLUMN = "source_id"
 SPATIAL_INDEX = "_healpix_29"
@@ -107,27 +107,31 @@ def row_keys(df: pd.DataFrame, start: int | None = None) -> tuple[np.ndarray, np
     return keys, kind
 
 
-def row_seeds(df: pd.DataFrame, seed: int, start: int | None = None) -> np.ndarray:
-    """The stateless seed of every row of ``df``: int32 [R, 2] from (``seed``, its key; :func:`row_keys`)."""
-    keys, kind = row_keys(df, start)
-    with np.errstate(over="ignore"):
-        base = _mix(np.uint64(seed) * _GOLDEN + kind.astype(np.uint64))
+def _seed_words(keys: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """int32 [R, 2] stateless seeds from uint64 keys [R] and a uint64 base."""
     h = _mix(keys ^ base)
     words = np.stack([h & np.uint64(0xFFFFFFFF), h >> np.uint64(32)], axis=1).astype(np.uint32)
     return words.view(np.int32)
 
 
-def fold_seeds(seeds) -> np.ndarray:
-    """One stateless seed int32 [2] for a batch of per-row seeds [B, 2]: the row's own seed when
-    B = 1, else a hash of all of them in order. For a model graph that takes one seed per call;
-    its draws then depend on which rows share the call."""
-    seeds = np.asarray(seeds, np.int64)
-    if seeds.ndim != 2 or seeds.shape[1] != 2 or len(seeds) == 0:
-        raise ValueError(f"per-row seeds must have shape [B, 2] with B ≥ 1, got {seeds.shape}")
-    if len(seeds) == 1:
-        return seeds[0].astype(np.int32)
-    w = seeds.astype(np.int32).view(np.uint32).astype(np.uint64)
+def row_seeds(df: pd.DataFrame, seed: int, start: int | None = None) -> np.ndarray:
+    """The stateless seed of every row of ``df``: int32 [R, 2] from (``seed``, its key; :func:`row_keys`)."""
+    keys, kind = row_keys(df, start)
     with np.errstate(over="ignore"):
-        words = (w[:, 0] | (w[:, 1] << np.uint64(32))) + np.arange(len(w), dtype=np.uint64) * _GOLDEN
-        h = _mix(np.sum(_mix(words), dtype=np.uint64))
-    return np.array([h & np.uint64(0xFFFFFFFF), h >> np.uint64(32)], np.uint64).astype(np.uint32).view(np.int32)
+        base = _mix(np.uint64(seed) * _GOLDEN + kind.astype(np.uint64))
+    return _seed_words(keys, base)
+
+
+def call_seeds(seed, n: int) -> np.ndarray:
+    """Per-star seeds int32 [n, 2] for the n stars of one model call given one seed (an int or two
+    ints): star i of the call gets a seed from (seed, i). For callers without row keys (a single
+    batch, the library's checks); catalogue jobs use :func:`row_seeds`."""
+    words = np.asarray(seed, np.int64).reshape(-1)
+    if words.size == 1:
+        words = np.array([words[0], 0])
+    if words.size != 2:
+        raise ValueError(f"`seed` must be an int or two ints, got {words.tolist()}")
+    w = words.astype(np.int32).view(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        base = _mix((w[0] | (w[1] << np.uint64(32))) * _GOLDEN)
+    return _seed_words(np.arange(n, dtype=np.uint64), base)

@@ -3,7 +3,8 @@
 ``export_model(run_dir, out_dir)`` writes a SavedModel with the signature ``serving_default``:
 
   inputs   band_index int32 [B, K] (−1 pads, any order), mag float32 [B, K], mag_err float32 [B, K],
-           num_samples int32 [] (clipped to 1 … max_samples), seed int32 [2] (stateless)
+           num_samples int32 [] (clipped to 1 … max_samples), seed int32 [B, 2] (one stateless
+           seed per star: a star's draws depend on its own seed, not on the rows it shares a call with)
   outputs  samples [B, N, 5] (teff, logg, mh, av, rv in physical units), log_q, log_weights,
            weights [B, N]; ess, efficiency, khat, chi2, chi2_pvalue, mu [B]; outlier_band,
            flag_bits, n_bands int32 [B]; weighted summaries median, p16, p84, mean, std [B, 5] and
@@ -47,7 +48,7 @@ _SPEC = [tf.TensorSpec([None, None], tf.int32, name="band_index"),
          tf.TensorSpec([None, None], tf.float32, name="mag"),
          tf.TensorSpec([None, None], tf.float32, name="mag_err"),
          tf.TensorSpec([], tf.int32, name="num_samples"),
-         tf.TensorSpec([2], tf.int32, name="seed")]
+         tf.TensorSpec([None, 2], tf.int32, name="seed")]
 
 
 @dataclass(frozen=True)
@@ -197,18 +198,16 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_samples: int =
     return out_dir
 
 
-def _seed(seed) -> np.ndarray:
-    seed = np.asarray(seed, np.int64)
-    if seed.ndim == 2:  # per-star seeds [B, 2]; this graph takes one [2] per call
-        from irisml_tf.rowseed import fold_seeds
+def _seeds(seed, n: int) -> np.ndarray:
+    """Per-star seeds int32 [n, 2]: ``seed`` as given when it is [n, 2], else
+    :func:`irisml_tf.rowseed.call_seeds` of an int or two ints."""
+    from irisml_tf.rowseed import call_seeds
 
-        return fold_seeds(seed)
-    seed = seed.reshape(-1)
-    if seed.size == 1:
-        seed = np.array([seed[0], 0])
-    if seed.size != 2:
-        raise ValueError(f"`seed` must be an int or two ints, got {seed.tolist()}")
-    return seed.astype(np.int32)
+    if np.ndim(seed) == 2:
+        if np.shape(seed) != (n, 2):
+            raise ValueError(f"per-star `seed` must be [B, 2] with B = {n}, got {np.shape(seed)}")
+        return np.asarray(seed, np.int64).astype(np.int32)
+    return call_seeds(seed, n)
 
 
 class ExportedModel:
@@ -250,23 +249,23 @@ class ExportedModel:
 
     def run(self, band_index, mag, mag_err, num_samples: int, seed=0) -> dict[str, np.ndarray]:
         """Posterior of a batch (see the module docstring for shapes). Same seed, same numbers.
-        ``seed``: an int, two ints, or per-star seeds [B, 2] (folded into one per call for now:
-        :func:`irisml_tf.rowseed.fold_seeds`)."""
+        ``seed``: per-star seeds int32 [B, 2] (a star's draws depend on its own seed only), or an
+        int or two ints, from which star i of the call gets a seed
+        (:func:`irisml_tf.rowseed.call_seeds`)."""
         band_index = np.asarray(band_index, np.int32)
         if band_index.ndim != 2:
             raise ValueError(f"`band_index` must be [B, K], got shape {band_index.shape}")
         num_samples = int(num_samples)
         if not 1 <= num_samples <= self.meta.max_samples:
             raise ValueError(f"`num_samples` must be in 1 … {self.meta.max_samples}, got {num_samples}")
-        if np.ndim(seed) == 2 and np.shape(seed)[0] != band_index.shape[0]:
-            raise ValueError(f"per-star `seed` must be [B, 2] with B = {band_index.shape[0]}, got {np.shape(seed)}")
+        seeds = _seeds(seed, band_index.shape[0])
         if band_index.shape[0] == 0:
             return self._empty(num_samples)
         if self._fn is None:
             self._fn = tf.saved_model.load(str(self.path)).signatures[SIGNATURE]
         out = self._fn(band_index=tf.constant(band_index), mag=tf.constant(np.asarray(mag, np.float32)),
                        mag_err=tf.constant(np.asarray(mag_err, np.float32)),
-                       num_samples=tf.constant(num_samples, tf.int32), seed=tf.constant(_seed(seed)))
+                       num_samples=tf.constant(num_samples, tf.int32), seed=tf.constant(seeds))
         return {k: v.numpy() for k, v in out.items()}
 
     def _empty(self, n: int) -> dict[str, np.ndarray]:
@@ -376,7 +375,7 @@ def check_export(out_dir: str | Path, *, num_stars: int = 8, num_samples: int = 
       interval (about a draw's weight wide) misses the nominal level by more than level_tol.
     """
     model = ExportedModel(out_dir)
-    seed2 = np.array([seed, 1], np.int32)
+    seed2 = _seeds([seed, 1], num_stars)
     inputs = _check_stars(model, num_stars, seed)
     ref = _library_outputs(model, inputs, num_samples, seed2)
     got, modules = _clean_process_outputs(model.path, inputs, num_samples, seed2)

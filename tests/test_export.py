@@ -95,7 +95,10 @@ def test_clean_process_matches_library(tiny_export):
 
 def test_saved_model_cli_run(tiny_export, tiny_model):
     """The C++ loader path (TF Serving's): `saved_model_cli run` with Python-literal inputs."""
-    exprs = (f"band_index={BI};mag={MAG};mag_err={ERR};num_samples=50;seed=[1,2]")
+    from irisml_tf.rowseed import call_seeds
+
+    seeds = call_seeds([1, 2], len(BI)).tolist()  # the per-star seeds ExportedModel.run derives
+    exprs = (f"band_index={BI};mag={MAG};mag_err={ERR};num_samples=50;seed={seeds}")
     proc = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run",
                            "--dir", str(tiny_export), "--tag_set", "serve", "--signature_def",
                            "serving_default", "--input_exprs", exprs],

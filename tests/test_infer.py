@@ -271,7 +271,7 @@ def test_cli_progress_lines_in_a_log(tiny_export, stars, tmp_path):
 def test_log_progress_lines():
     import io
 
-    from irisml_tf.app.progress import LogProgress
+    from irisml_tf.progress import LogProgress
 
     now = [0.0]
     f = io.StringIO()

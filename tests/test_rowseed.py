@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from irisml_tf.rowseed import SPATIAL_INDEX, fold_seeds, row_keys, row_seeds
+from irisml_tf.rowseed import SPATIAL_INDEX, call_seeds, row_keys, row_seeds
 
 
 def _seeds_by(df, seed=0, start=None):
@@ -67,11 +67,12 @@ def test_known_values():
     assert got.tolist() == [[255212157, 2058620425], [369116682, -2081658772], [-484288649, 780917724]]
 
 
-def test_fold_seeds():
-    one = np.array([[7, -3]], np.int32)
-    np.testing.assert_array_equal(fold_seeds(one), [7, -3])  # one star: its own seed
-    two = np.array([[7, -3], [1, 2]], np.int32)
-    assert fold_seeds(two).dtype == np.int32 and fold_seeds(two).shape == (2,)
-    assert not np.array_equal(fold_seeds(two), fold_seeds(two[::-1]))
-    with pytest.raises(ValueError, match=r"\[B, 2\]"):
-        fold_seeds(np.zeros((0, 2)))
+def test_call_seeds():
+    a = call_seeds(7, 3)
+    assert a.dtype == np.int32 and a.shape == (3, 2)
+    np.testing.assert_array_equal(a, call_seeds([7, 0], 3))  # an int s means [s, 0]
+    np.testing.assert_array_equal(call_seeds(7, 5)[:3], a)  # star i's seed depends on (seed, i) only
+    assert len({tuple(r) for r in call_seeds(7, 100)}) == 100
+    assert not np.array_equal(call_seeds(8, 3), a)
+    with pytest.raises(ValueError, match="two ints"):
+        call_seeds([1, 2, 3], 2)

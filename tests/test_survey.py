@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from irisml_tf.app.infer import infer_catalog, output_columns
 from irisml_tf.catalog import write_table
 from irisml_tf.cli.main import main
+from irisml_tf.inference.summaries import SUMMARY_NAMES
+from irisml_tf.physics.simulator import PARAM_NAMES
 
 needs_lsdb = pytest.mark.skipif(importlib.util.find_spec("lsdb") is None,
                                 reason='lsdb is not installed: pip install -e ".[survey]"')
@@ -39,19 +41,28 @@ def test_missing_extra_names_it(monkeypatch, tmp_path):
 
 
 def test_per_star_seeds_reach_the_model(local_model):
-    """ExportedModel.run takes seeds [B, 2] (one per star); one star: its own seed."""
-    one = np.ones((1, 2), np.float32)
-    args = (np.array([[0, 3]], np.int32), 12.0 * one, 0.02 * one, 16)
-    a = local_model.run(*args, seed=np.array([[5, 9]], np.int32))
-    np.testing.assert_array_equal(a["median"], local_model.run(*args, seed=[5, 9])["median"])
-    with pytest.raises(ValueError, match=r"per-star `seed` must be \[B, 2\] with B = 1"):
-        local_model.run(*args, seed=np.zeros((2, 2), np.int32))
+    """ExportedModel.run takes seeds [B, 2] (one per star); a star's draws depend on its seed only."""
+    from irisml_tf.rowseed import call_seeds
+
+    two = np.ones((2, 3), np.float32)
+    args = (np.array([[0, 3, 5], [0, 1, 2]], np.int32), np.array([[12.0], [14.0]]) * two, 0.02 * two, 16)
+    seeds = np.array([[5, 9], [7, 1]], np.int32)
+    both = local_model.run(*args, seed=seeds)["samples"]
+    alone = local_model.run(*(a[1:] for a in args[:3]), 16, seed=seeds[1:])["samples"]
+    np.testing.assert_allclose(both[1], alone[0], rtol=1e-5, atol=1e-4)
+    other = local_model.run(*args, seed=seeds + 1)["samples"]
+    assert not np.allclose(other[1], both[1])
+    # an int or two ints: star i gets call_seeds(seed, B)[i]
+    np.testing.assert_array_equal(local_model.run(*args, seed=[5, 9])["samples"],
+                                  local_model.run(*args, seed=call_seeds([5, 9], 2))["samples"])
+    with pytest.raises(ValueError, match=r"per-star `seed` must be \[B, 2\] with B = 2"):
+        local_model.run(*args, seed=np.zeros((3, 2), np.int32))
 
 
 def test_progress_lines_off_a_terminal(capsys):
     from tqdm import tqdm
 
-    from irisml_tf.app.progress import tqdm_kwargs
+    from irisml_tf.progress import tqdm_kwargs
 
     bar = tqdm(total=3, **tqdm_kwargs("survey", "partition"))  # stderr is captured: not a terminal
     for _ in range(3):
@@ -161,9 +172,24 @@ def _input_codes(statuses) -> list[str]:
 
 
 def _same_numbers(got: pd.DataFrame, ref: pd.DataFrame) -> None:
-    cols = [c for c in output_columns() if c not in ("outlier_band", "status")]
-    np.testing.assert_allclose(got[cols].to_numpy(np.float64), ref[cols].to_numpy(np.float64), rtol=1e-5,
-                               atol=1e-6, equal_nan=True)
+    """The same draws, up to float32 rounding of batched matrix products (a star's batch mates
+    differ between survey partitions and infer sub-batches). The tolerances are check_export's:
+    values 1e-3; weights and what comes from them (ESS, efficiency, k̂) 5e-2; a weighted summary
+    may move by a small part of the posterior's spread when a weight moves."""
+    def close(cols, rtol, atol):
+        np.testing.assert_allclose(got[cols].to_numpy(np.float64), ref[cols].to_numpy(np.float64), rtol=rtol,
+                                   atol=atol, equal_nan=True, err_msg=str(cols))
+
+    for p in PARAM_NAMES:
+        cols = [f"{p}_{s}" for s in SUMMARY_NAMES]
+        g, r = got[cols].to_numpy(np.float64), ref[cols].to_numpy(np.float64)
+        tol = 1e-3 * np.abs(r) + 0.05 * np.nan_to_num(ref[[f"{p}_std"]].to_numpy(np.float64)) + 1e-6
+        same = (np.abs(g - r) <= tol) | (np.isnan(g) & np.isnan(r))
+        assert same.all(), (p, np.argwhere(~same).tolist(), g[~same], r[~same])
+    close(["n_bands"], 0, 0)
+    close(["ess", "is_efficiency", "khat"], 5e-2, 2e-2)
+    close(["chi2", "mu"], 1e-3, 1e-3)
+    close(["chi2_pvalue"], 1e-2, 1e-3)
     assert got["status"].tolist() == ref["status"].tolist()
     assert got["outlier_band"].fillna("").tolist() == ref["outlier_band"].fillna("").tolist()
 
@@ -214,8 +240,6 @@ def test_survey_equals_infer_one_star_per_call(one_star_run, hats_dir, stars, in
 
 
 @needs_lsdb
-@pytest.mark.xfail(strict=True, reason="needs per-star seeds in the SavedModel (lead): the model folds a "
-                                       "sub-batch's seeds into one, so draws depend on the batch's stars")
 def test_survey_equals_infer(cli_run, infer_reference):
     result, out = cli_run
     assert result.exit_code == 0, result.output
@@ -231,7 +255,7 @@ def test_cli(cli_run, infer_reference, hats_dir, model_path, client):
     got = _by_source(_read(out))
     ref = infer_reference["default"]
     assert got.index.tolist() == ref.index.tolist()  # every row
-    assert _input_codes(got["status"]) == _input_codes(ref["status"])  # flags depend on the draws (xfail above)
+    assert got["status"].tolist() == ref["status"].tolist()  # flags too: each star draws from its own seed
     assert np.isfinite(got["teff_median"]).sum() == N - 1
     # a finished output is not overwritten
     again = CliRunner().invoke(main, ["survey", str(hats_dir), "--out", str(out), "--model", str(model_path),

@@ -67,7 +67,7 @@ def test_require_names_the_extra(monkeypatch):
     with pytest.raises(MissingExtra, match=r"`emcee` is not installed: pip install 'irisml-tf\[mcmc\]'"):
         require("mcmc")
     with pytest.raises(ValueError, match="unknown extra"):
-        require("survey")
+        require("nope")
 
 
 def test_commands_say_which_extra_to_install(monkeypatch, tmp_path):

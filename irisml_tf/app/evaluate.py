@@ -422,18 +422,21 @@ def _header(model, options: EvaluateOptions) -> dict:
 def _evaluate_sets(model, theta, xs, options: EvaluateOptions, out_dir: Path, result: dict) -> dict:
     """Every band set through the model; its entry into ``result["sets"]``, its stars to
     ``stars_<set>.parquet``. Returns the arrays the figures need, per set."""
-    from tqdm.auto import tqdm
+    from irisml_tf.progress import progress_bar
 
     figs = {}
     levels = np.asarray(options.levels, np.float64)
-    with tqdm(total=options.n * len(options.sets), desc="evaluate", unit="star", disable=not options.progress) as bar:
+    bar = progress_bar(options.n * len(options.sets), desc="evaluate", unit="star", enabled=options.progress)
+    try:
         for set_id, s in enumerate(options.sets):
-            bar.set_postfix_str(s)
+            bar.set_postfix(set=s)
             res = run_model(model, xs[s], theta, options.samples, options.seed, set_id, options.batch_size, bar)
             result["sets"][s], figs[s] = set_metrics(theta, res, xs[s], levels, options.sbc_ranks, options.sbc_bins,
                                                      model.meta.flag_bits, model.observation.err_max)
             figs[s]["res"] = res
             _write_stars(out_dir / f"stars_{s}.parquet", theta, res)
+    finally:
+        bar.close()
     return figs
 
 

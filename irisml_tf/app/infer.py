@@ -21,8 +21,9 @@ directory is removed.
 * Reproducible: every row gets a stateless seed from the run's seed and the row's key, its
   ``source_id`` when it has one, else its 0-based position in the input file
   (:func:`irisml_tf.rowseed.row_seeds`; ``irisml-tf survey`` uses the same rule). The exported
-  model still draws with one seed per call (:func:`irisml_tf.rowseed.fold_seeds`), so for now the
-  same seed, chunk size and ``max_batch_elements`` give identical output, resumed or not.
+  model draws each star from its own seed, so the same seed gives the same output whatever the
+  chunk size or ``max_batch_elements``, resumed or not (up to float rounding of batched matrix
+  products).
 * Resume: an interrupted run leaves ``<out>.parts/``; ``resume=True`` skips the chunks done. It
   refuses when the input file (size, mtime), the model, the seed, samples, chunk size, default
   error, batch bound or samples file differ from the manifest. Without ``resume`` an existing work
@@ -48,7 +49,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from irisml_tf.app.progress import ProgressBar, progress_bar
 from irisml_tf.catalog import TableChunks, TableWriter, count_rows, iter_table, table_suffix, write_table
 from irisml_tf.columns import (
     DEFAULT_ERR,
@@ -62,6 +62,7 @@ from irisml_tf.columns import (
 )
 from irisml_tf.inference.summaries import SUMMARY_NAMES
 from irisml_tf.physics.simulator import PARAM_NAMES
+from irisml_tf.progress import ProgressBar, progress_bar
 from irisml_tf.rowseed import row_seeds
 from irisml_tf.workdir import WorkDir, atomic_write
 
@@ -564,7 +565,7 @@ def infer_catalog(model, catalog, out, options: InferOptions | None = None, *, p
       catalog: input table (.csv .parquet .fits .ecsv .vot/.xml); out: output table (same formats).
       options: :class:`InferOptions` (default: its defaults); ``overrides``: any of its fields by
         keyword, e.g. ``num_samples=200, seed=1``.
-      progress: show progress on stderr (:func:`irisml_tf.app.progress.progress_bar`: a bar on a
+      progress: show progress on stderr (:func:`irisml_tf.progress.progress_bar`: a bar on a
         terminal, a few plain lines in a log).
       echo: called with messages (the column report, resume notes, a model trained only part of
         the way), e.g. ``print``.

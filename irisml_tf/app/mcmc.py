@@ -309,11 +309,10 @@ def run_mcmc_catalog(catalog: str | Path, out: str | Path, options: MCMCOptions 
     ``out`` (format by extension); ``options`` None = the defaults. ``say`` gets the notes a user
     should see (column matching, no model found). Raises ValueError for bad options or an
     unusable catalogue."""
-    from tqdm.auto import tqdm
-
     from irisml_tf.catalog import TABLE_FORMATS, read_table, write_table
     from irisml_tf.columns import match_columns
     from irisml_tf.extras import require
+    from irisml_tf.progress import progress_bar
     from irisml_tf.workdir import atomic_write
 
     require("mcmc")
@@ -333,8 +332,12 @@ def run_mcmc_catalog(catalog: str | Path, out: str | Path, options: MCMCOptions 
     sub = df.iloc[rows].reset_index(drop=True)
     prep = _prepare(sub, match, setup, options)
     single = len(rows) == 1
-    stars = [_sample_star(setup, prep, i, row, options, progress=progress and single)
-             for i, row in enumerate(tqdm(rows, desc="mcmc", unit="star", disable=single or not progress))]
+    bar = progress_bar(len(rows), desc="mcmc", unit="star", enabled=progress and not single)
+    stars = []
+    for i, row in enumerate(rows):
+        stars.append(_sample_star(setup, prep, i, row, options, progress=progress and single))
+        bar.update(1)
+    bar.close()
     table = _table(sub, match, stars)
     atomic_write(out, lambda tmp: write_table(table, tmp))
     summary = MCMCSummary(out, table, None if model is None else Path(model.path))

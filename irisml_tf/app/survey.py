@@ -13,11 +13,9 @@ cache of the input is dropped (posteriors are per row; a margin would be inferre
   loaded model per path in each process. Workers need the model directory on a path they can
   read (a shared file system on a cluster).
 * Reproducible whatever the partitioning: each row's seed comes from its ``source_id``, else from
-  the spatial index and its occurrence (:mod:`irisml_tf.rowseed`), the rule ``infer`` uses. Until
-  the exported model takes one seed per star, the model folds a sub-batch's seeds into one
-  (:func:`irisml_tf.rowseed.fold_seeds`), so the numbers still depend on which rows share a
-  sub-batch of ``max_batch_elements`` (with ``max_batch_elements = num_samples``, one star per
-  call, they do not).
+  the spatial index and its occurrence (:mod:`irisml_tf.rowseed`), the rule ``infer`` uses; the
+  exported model draws each star from its own seed, so a row's numbers do not depend on the
+  partition or sub-batch it lands in (up to float rounding of batched matrix products).
 * Bad rows get ``infer``'s statuses. A partition whose columns differ from the catalogue's (its
   parquet file lacks a column the catalogue's schema lists, or LSDB hands over other columns)
   stops the run with :class:`SurveyError` naming the pixel.
@@ -59,16 +57,15 @@ from irisml_tf.app.infer import (
     status_table,
     training_warning,
 )
-from irisml_tf.app.progress import tqdm_kwargs
 from irisml_tf.columns import DEFAULT_ERR, count_status
+from irisml_tf.extras import require
+from irisml_tf.progress import tqdm_kwargs
 from irisml_tf.rowseed import SPATIAL_INDEX
 from irisml_tf.workdir import WorkDir
 
 __all__ = ["survey_catalog", "write_survey", "run_survey", "open_catalog", "SurveyOptions", "SurveySummary",
-           "SurveyError", "MissingExtraError", "PartitionInference", "worker_model", "model_loads", "dask_client",
-           "available_cores", "EXTRA_HINT"]
-
-EXTRA_HINT = 'pip install "irisml-tf[survey]"'
+           "SurveyError", "PartitionInference", "worker_model", "model_loads", "dask_client",
+           "available_cores"]
 #: the settings file's layout; a run of another format is not resumed
 _FORMAT = 1
 
@@ -77,16 +74,10 @@ class SurveyError(ValueError):
     """A survey that cannot run or could not finish; the message says why and what to do."""
 
 
-class MissingExtraError(ImportError):
-    """lsdb / dask.distributed are not installed."""
-
-
 def _lsdb():
-    try:
-        import lsdb
-    except ImportError as e:
-        raise MissingExtraError(f"`irisml-tf survey` needs lsdb, hats and dask[distributed] ({e}): "
-                                f"install them with {EXTRA_HINT}") from None
+    require("survey")
+    import lsdb
+
     return lsdb
 
 
@@ -404,11 +395,9 @@ def available_cores() -> int:
 def dask_client(options: SurveyOptions, say=_silent) -> Iterator:
     """A Dask client: on the running scheduler ``options.scheduler``, or on a new ``LocalCluster``
     of ``options.workers`` processes (one Dask thread each; TensorFlow gets ``tf_threads``)."""
-    try:
-        from dask.distributed import Client, LocalCluster
-    except ImportError as e:
-        raise MissingExtraError(f"`irisml-tf survey` runs on dask.distributed ({e}): install it with "
-                                f"{EXTRA_HINT}") from None
+    require("survey")
+    from dask.distributed import Client, LocalCluster
+
     if options.scheduler is not None:
         with Client(options.scheduler) as client:
             say(f"Dask scheduler {options.scheduler}: {len(client.scheduler_info()['workers'])} worker(s)")

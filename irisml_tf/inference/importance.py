@@ -113,7 +113,7 @@ def resample(samples, weights, num_draws, seed, method: str = "systematic"):
 
 
 def run_importance_sampling(model, simulator, prior, inputs: Mapping, num_samples, seed,
-                            sys_floor=None, *, num_resample=None) -> dict:
+                            sys_floor=None) -> dict:
     """Posterior samples, importance weights, diagnostics, summaries and flags for a batch.
 
     Args:
@@ -121,27 +121,25 @@ def run_importance_sampling(model, simulator, prior, inputs: Mapping, num_sample
       simulator: :class:`~irisml_tf.physics.simulator.Simulator` (THE simulator).
       prior: :class:`~irisml_tf.physics.prior.Prior` (``log_prob``, ``lower``, ``upper``).
       inputs: mapping of band_index int32 [B, K] (−1 pads), mag, mag_err float32 [B, K].
-      num_samples: N, int or scalar int32 tensor. seed: stateless int32 [2].
+      num_samples: N, int or scalar int32 tensor. seed: stateless int32 [2] for the batch, or
+        [B, 2], one per star (then a star's draws do not depend on the other rows).
       sys_floor: the training's systematic floor (mag); None = the default observation model's.
-      num_resample: also draw this many unweighted samples per star (None = no resampling).
 
     The weights are the raw importance weights (as Dax+2023); k̂ (PSIS) says how far to trust them.
     Returns dict of tensors: samples [B, N, 5], log_q, log_prior, log_lik, log_weights,
     weights [B, N]; ess, efficiency, khat, log_evidence [B]; the weighted summaries
     ``median, p16, p84, mean, std`` [B, 5] and the unweighted ones as ``q_median`` … ``q_std``;
     the flags of :func:`~irisml_tf.inference.flags.compute_flags` (``flag_bits``,
-    ``outlier_band``, ``chi2``, ``chi2_pvalue``, ``mu``, ``n_bands``, the bools …); and with
-    ``num_resample``: ``resampled`` [B, num_resample, 5].
+    ``outlier_band``, ``chi2``, ``chi2_pvalue``, ``mu``, ``n_bands``, the bools …).
     """
     if sys_floor is None:
         sys_floor = default_sys_floor()
     band_index, mag, mag_err = unpack_inputs(inputs)
     inputs = {"band_index": tf.cast(band_index, tf.int32), "mag": tf.cast(mag, tf.float32),
               "mag_err": tf.cast(mag_err, tf.float32)}
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), 2)
 
     samples, log_q = model.sample_and_log_prob(tf.cast(num_samples, tf.int32), inputs["band_index"],
-                                               inputs["mag"], inputs["mag_err"], seed=seeds[0])
+                                               inputs["mag"], inputs["mag_err"], seed=tf.cast(seed, tf.int32))
     log_prior = tf.reshape(prior.log_prob(tf.reshape(samples, [-1, 5])), tf.shape(log_q))
     terms = log_likelihood_theta(simulator, samples, inputs, sys_floor, return_terms=True)
 
@@ -157,6 +155,4 @@ def run_importance_sampling(model, simulator, prior, inputs: Mapping, num_sample
                           iw["khat"], prior.lower, prior.upper)
     out["flag_bits"] = flags.pop("bits")
     out.update(flags)
-    if num_resample is not None:
-        out["resampled"], _ = resample(samples, weights, num_resample, seeds[1])
     return out

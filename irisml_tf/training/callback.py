@@ -125,10 +125,9 @@ class TrainingCallback(keras.callbacks.Callback):
         if self.announce:
             self.announce(msg)
         if self.progress:
-            from tqdm.auto import tqdm
+            from irisml_tf.progress import progress_bar
 
-            self.bar = tqdm(total=self.total, initial=self.stats.start_step, unit="step",
-                            dynamic_ncols=True, desc="train")
+            self.bar = progress_bar(self.total, desc="train", unit="step", initial=self.stats.start_step)
 
     def on_train_batch_begin(self, batch, logs=None):
         self._t0 = time.perf_counter()

@@ -22,6 +22,8 @@ class ProgressBar(Protocol):
 
     def update(self, n: int = 1) -> object: ...
 
+    def set_postfix(self, refresh: bool = True, **values) -> object: ...
+
     def close(self) -> None: ...
 
 
@@ -29,6 +31,9 @@ class NoProgress:
     """Shows nothing."""
 
     def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, refresh: bool = True, **values) -> None:
         pass
 
     def close(self) -> None:
@@ -44,14 +49,20 @@ class LogProgress:
     """
 
     def __init__(self, total: int | None, desc: str, unit: str, *, file: IO[str] | None = None,
-                 step: float = 0.1, every: float = 60.0, clock: Callable[[], float] = time.monotonic):
+                 step: float = 0.1, every: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 initial: int = 0):
         self.total, self.desc, self.unit = total, desc, unit
         self.file = file if file is not None else sys.stderr
         self.step, self.every, self.clock = step, every, clock
-        self.done = 0
+        self.done = self.initial = initial
         self.start = self.last_time = clock()
-        self.last_level = 0  # tenths (steps) of the total already reported
+        self.last_level = int(initial / total / step + 1e-9) if total else 0  # steps already reported
         self.last_done: int | None = None
+        self.postfix = ""
+
+    def set_postfix(self, refresh: bool = True, **values) -> None:
+        """Shown at the end of the next line (e.g. the training loss)."""
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -75,7 +86,8 @@ class LogProgress:
         else:
             count = f"{self.done} {self.unit}s"
         when = f"in {seconds:.1f} s" if final or self.done == self.total else f"{seconds:.1f} s elapsed"
-        print(f"{self.desc}: {count}, {when}", file=self.file, flush=True)
+        extra = f", {self.postfix}" if self.postfix else ""
+        print(f"{self.desc}: {count}, {when}{extra}", file=self.file, flush=True)
         self.last_time, self.last_done = now, self.done
 
 
@@ -86,16 +98,18 @@ def _is_terminal(stream) -> bool:
         return False
 
 
-def progress_bar(total: int | None, *, desc: str, unit: str, enabled: bool = True) -> ProgressBar:
+def progress_bar(total: int | None, *, desc: str, unit: str, enabled: bool = True,
+                 initial: int = 0) -> ProgressBar:
     """A tqdm bar when stderr is a terminal, :class:`LogProgress` lines when it is not (a file,
-    a pipe, a CI log), :class:`NoProgress` when not ``enabled``."""
+    a pipe, a CI log), :class:`NoProgress` when not ``enabled``. ``initial``: units already done
+    (a resumed job)."""
     if not enabled:
         return NoProgress()
     if not _is_terminal(sys.stderr):
-        return LogProgress(total, desc, unit)
+        return LogProgress(total, desc, unit, initial=initial)
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, initial=initial)
 
 
 class LineStream:
