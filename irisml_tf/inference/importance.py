@@ -113,7 +113,7 @@ def resample(samples, weights, num_draws, seed, method: str = "systematic"):
 
 
 def run_importance_sampling(model, simulator, prior, inputs: Mapping, num_samples, seed,
-                            sys_floor=None) -> dict:
+                            sys_floor=None, *, num_resample=None) -> dict:
     """Posterior samples, importance weights, diagnostics, summaries and flags for a batch.
 
     Args:
@@ -123,6 +123,8 @@ def run_importance_sampling(model, simulator, prior, inputs: Mapping, num_sample
       inputs: mapping of band_index int32 [B, K] (−1 pads), mag, mag_err float32 [B, K].
       num_samples: N, int or scalar int32 tensor. seed: stateless int32 [2] for the batch, or
         [B, 2], one per star (then a star's draws do not depend on the other rows).
+      num_resample: also draw this many unweighted samples per star (None = no resampling; its
+        stream comes from the batch seed, or from the first star's when seeds are per star).
       sys_floor: the training's systematic floor (mag); None = the default observation model's.
 
     The weights are the raw importance weights (as Dax+2023); k̂ (PSIS) says how far to trust them.
@@ -130,7 +132,8 @@ def run_importance_sampling(model, simulator, prior, inputs: Mapping, num_sample
     weights [B, N]; ess, efficiency, khat, log_evidence [B]; the weighted summaries
     ``median, p16, p84, mean, std`` [B, 5] and the unweighted ones as ``q_median`` … ``q_std``;
     the flags of :func:`~irisml_tf.inference.flags.compute_flags` (``flag_bits``,
-    ``outlier_band``, ``chi2``, ``chi2_pvalue``, ``mu``, ``n_bands``, the bools …).
+    ``outlier_band``, ``chi2``, ``chi2_pvalue``, ``mu``, ``n_bands``, the bools …); and with
+    ``num_resample``: ``resampled`` [B, num_resample, 5].
     """
     if sys_floor is None:
         sys_floor = default_sys_floor()
@@ -155,4 +158,9 @@ def run_importance_sampling(model, simulator, prior, inputs: Mapping, num_sample
                           iw["khat"], prior.lower, prior.upper)
     out["flag_bits"] = flags.pop("bits")
     out.update(flags)
+    if num_resample is not None:
+        seed = tf.cast(seed, tf.int32)
+        batch_seed = seed if seed.shape.rank == 1 else seed[0]
+        out["resampled"], _ = resample(samples, weights, num_resample,
+                                       tf.random.experimental.stateless_fold_in(batch_seed, 1))
     return out
