@@ -158,8 +158,10 @@ def fit(init: Mixture, anchor: Mixture, x, counts, df: float, iterations: int,
         s_t = tf.reduce_sum(ct, 1)
         loc = ((tf.einsum("bnk,bnd->bkd", ct, x) + prior_count * anchor.loc)
                / (s_t + prior_count)[:, :, None])
-        diff = x[:, :, None, :] - loc[:, None, :, :]  # [B, N, K, D]
-        scatter = tf.einsum("bnk,bnki,bnkj->bkij", ct, diff, diff)
+        # Σ_n ct (x − μ)(x − μ)ᵀ per component as one batched matmul ([B, K, N, D])
+        y = (tf.sqrt(tf.transpose(ct, [0, 2, 1]))[..., None]
+             * (x[:, None, :, :] - loc[:, :, None, :]))
+        scatter = tf.matmul(y, y, transpose_a=True)
         cov = (scatter + prior_count * anchor_cov) / (n_k + prior_count)[:, :, None, None]
         w = tf.where(live, n_k + prior_count * anchor_w, _zero)
         log_w = tf.where(live, tf.math.log(tf.maximum(w, 1e-300))

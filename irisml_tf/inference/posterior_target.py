@@ -7,7 +7,7 @@ support box is all of R⁵ and the Jacobian is exact:
     log π(z) = log p(x | T(z)) + log p(T(z)) + log |det ∂T/∂z|,
     log q(z) = the flow's density of z given the star's context.
 
-:func:`posterior_problem` returns the three callables and the per-star ``conditions`` (band
+:func:`posterior_problem` returns the two callables and the per-star ``conditions`` (band
 indices, magnitudes, errors and the encoder's context, computed once per star). Draws come back
 in z; ``theta(z)`` maps them to physical units (weights need no change: they are a ratio of
 densities in the same space).
@@ -30,7 +30,6 @@ class PosteriorProblem(NamedTuple):
 
     log_target: object
     flow_sample: object
-    flow_log_prob: object
     conditions: dict
     theta: object
 
@@ -63,13 +62,6 @@ def posterior_problem(model, simulator, prior, inputs: Mapping, sys_floor) -> Po
                                tf.shape(log_lik))
         return log_lik + log_prior + transform.forward_log_det_jacobian(z, event_ndims=1)
 
-    def flow_log_prob(c, z):
-        chain = flow.bijector()
-        kwargs = flow.routing(chain, c["context"][:, None, :])
-        x = chain.inverse(z, **kwargs)
-        return (flow.base_distribution().log_prob(x)
-                + chain.inverse_log_det_jacobian(z, event_ndims=1, **kwargs))
-
     def flow_sample(c, n, seeds):
         chain = flow.bijector()
         kwargs = flow.routing(chain, c["context"][:, None, :])
@@ -78,4 +70,4 @@ def posterior_problem(model, simulator, prior, inputs: Mapping, sys_floor) -> Po
         return z, (flow.base_distribution().log_prob(x)
                    - chain.forward_log_det_jacobian(x, event_ndims=1, **kwargs))
 
-    return PosteriorProblem(log_target, flow_sample, flow_log_prob, conditions, transform.forward)
+    return PosteriorProblem(log_target, flow_sample, conditions, transform.forward)
