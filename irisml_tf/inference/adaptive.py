@@ -111,7 +111,7 @@ class AdaptiveOptions:
     df: float = 5.0
     locate_starts: int = 2
     locate_steps: int = 50
-    newton_steps: int = 2
+    newton_steps: int = 20
     locate_ess: float = math.inf
     learning_rate: tuple[float, float] = (0.3, 0.01)
     merge_distance: float = 2.0
@@ -123,7 +123,7 @@ class AdaptiveOptions:
 
     def __post_init__(self):
         ints = {"max_draws": 1, "n0": 8, "draws_per_round": 8, "num_components": 1,
-                "locate_starts": 1, "locate_steps": 0, "newton_steps": 0, "em_iterations": 1,
+                "locate_starts": 1, "locate_steps": 0, "newton_steps": 1, "em_iterations": 1,
                 "fit_draws": 16}
         for name, low in ints.items():
             v = getattr(self, name)
@@ -392,7 +392,7 @@ def _anchors(log_target, conditions, x0, lw0, lp0, center, scale, ess0, opt: Ada
             num_components=opt.num_components)
         anchors = _scatter(anchors, idx, _select(modes > 0, found, _gather(anchors, idx)))
         n_modes = tf.tensor_scatter_nd_update(n_modes, idx[:, None], modes)
-        evals = tf.tensor_scatter_nd_add(evals, idx[:, None], tf.fill(tf.shape(idx), cost))
+        evals = tf.tensor_scatter_nd_add(evals, idx[:, None], cost)
     return to_u(anchors, center, scale), n_modes, find & (n_modes > 0), evals
 
 

@@ -8,6 +8,8 @@ TensorFlow ops only (loops are ``tf.while_loop`` or static), traceable.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import tensorflow as tf
 
@@ -21,7 +23,9 @@ _ZERO64, _NINF64 = np.float64(0.0), np.float64(-np.inf)  # tf.where needs float6
 MIN_VAR, MAX_VAR = 1e-8, 4.0
 _SPARE_SHARE = 0.2  # share of the anchors' weight spread evenly over all live components
 _TRUST = 3.0  # largest Newton step, in flow σ
-_START_SPACING = 0.5  # starts at least this far apart, in flow σ
+_BACKTRACK = tf.constant([4.0 ** -k for k in range(6)])  # Newton step fractions tried at once
+_NEWTON_TOL = 0.01  # nats: a row stops its Newton steps once no start gains more
+_START_SPACING = 1.0  # starts at least this far apart, in flow σ (reach other basins)
 
 
 # -- gradients ------------------------------------------------------------------------------------
@@ -113,34 +117,73 @@ def _curvature_covariance(h):
     return tf.matmul(evecs / evals[..., None, :], evecs, transpose_b=True)
 
 
-def _newton(value, grad_hess, x, lp, steps: int):
-    """Trust-limited Newton steps (full, half, quarter; the best that improves is taken) with
-    the clipped curvature of :func:`_curvature_covariance`. Returns the end point, its log π
-    and the covariance [A, S, D, D] (float64) from the last Hessian taken (with ``steps`` ≥ 1
-    that is at the point before the last step: one Hessian per step, none extra)."""
-    def covariance(x):
-        g, h = grad_hess(x)
-        return g, _curvature_covariance(h)
+class _Target(NamedTuple):
+    """log π of rows in flow units x = (u − center) / scale (gradients and Hessians in x)."""
 
-    def body(i, x, lp, _):
-        g, cov = covariance(x)
-        step = tf.einsum("asij,asj->asi", tf.cast(cov, tf.float32), g)
-        norm = tf.norm(step, axis=-1, keepdims=True)
-        step *= tf.minimum(1.0, _TRUST / tf.maximum(norm, 1e-30))
-        cands = x[:, :, None, :] + step[:, :, None, :] * tf.constant([1.0, 0.5, 0.25])[:, None]
-        shape = tf.shape(cands)
-        lpc = tf.reshape(value(tf.reshape(cands, tf.stack([shape[0], -1, shape[3]]))), shape[:3])
-        best = tf.argmax(lpc, -1, output_type=tf.int32)
-        lpb = tf.gather(lpc, best[..., None], batch_dims=2)[..., 0]
-        xb = tf.gather(cands, best[..., None], batch_dims=2)[:, :, 0]
-        better = lpb > lp
-        return i + 1, tf.where(better[..., None], xb, x), tf.where(better, lpb, lp), cov
+    log_target: object
+    cond: object
+    center: tf.Tensor
+    scale: tf.Tensor
 
-    if steps == 0:
-        return x, lp, covariance(x)[1]
+    def rows(self, idx) -> "_Target":
+        return _Target(self.log_target, tf.nest.map_structure(lambda t: tf.gather(t, idx), self.cond),
+                       tf.gather(self.center, idx), tf.gather(self.scale, idx))
+
+    def _u(self, x):
+        return self.center[:, None, :] + self.scale[:, None, :] * x
+
+    def value(self, x):
+        lp = self.log_target(self.cond, self._u(x))
+        return tf.where(tf.math.is_finite(lp), lp, -np.inf)
+
+    def value_and_grad(self, x):
+        lp, g = _value_and_grad(self.log_target, self.cond, self._u(x))
+        return lp, g * self.scale[:, None, :]
+
+    def grad_hessian(self, x):
+        g, h = _grad_hessian(self.log_target, self.cond, self._u(x))
+        s = self.scale
+        return g * s[:, None, :], h * (s[:, None, :, None] * s[:, None, None, :])
+
+
+def _newton_step(target: _Target, x, lp):
+    """One trust-limited Newton step from x [A, S, D] (fractions 1, 1/4, … of it tried at once,
+    the best that improves taken) with the clipped curvature of :func:`_curvature_covariance`.
+    Returns (x, lp, the covariance at the old x [A, S, D, D] float64, the gain in log π)."""
+    g, h = target.grad_hessian(x)
+    cov = _curvature_covariance(h)
+    step = tf.einsum("asij,asj->asi", tf.cast(cov, tf.float32), g)
+    norm = tf.norm(step, axis=-1, keepdims=True)
+    step *= tf.minimum(1.0, _TRUST / tf.maximum(norm, 1e-30))
+    cands = x[:, :, None, :] + step[:, :, None, :] * _BACKTRACK[:, None]
+    shape = tf.shape(cands)
+    lpc = tf.reshape(target.value(tf.reshape(cands, tf.stack([shape[0], -1, shape[3]]))), shape[:3])
+    best = tf.argmax(lpc, -1, output_type=tf.int32)
+    lpb = tf.gather(lpc, best[..., None], batch_dims=2)[..., 0]
+    xb = tf.gather(cands, best[..., None], batch_dims=2)[:, :, 0]
+    better = lpb > lp
+    gain = tf.where(better, lpb - tf.where(tf.math.is_finite(lp), lp, lpb - 1e30), 0.0)
+    return tf.where(better[..., None], xb, x), tf.where(better, lpb, lp), cov, gain
+
+
+def _newton(target: _Target, x, lp, max_steps: int, tol: float = _NEWTON_TOL):
+    """Newton steps until no start of a row gains more than ``tol`` nats (at least one step,
+    at most ``max_steps``); each iteration works on the rows still moving only. Returns
+    (x, lp, covariance from each start's last Hessian [A, S, D, D] float64, steps per row [A])."""
+    a = tf.shape(x)[0]
+
+    def body(i, x, lp, cov, moving, count):
+        idx = tf.where(moving)[:, 0]
+        xs, lps, covs, gain = _newton_step(target.rows(idx), tf.gather(x, idx), tf.gather(lp, idx))
+        upd = lambda t, v: tf.tensor_scatter_nd_update(t, idx[:, None], v)  # noqa: E731
+        still = tf.reduce_any(gain > tol, -1)
+        return (i + 1, upd(x, xs), upd(lp, lps), upd(cov, covs), upd(moving, still),
+                upd(count, tf.gather(count, idx) + 1))
+
     cov0 = tf.zeros(tf.concat([tf.shape(x), tf.shape(x)[-1:]], 0), _F64)
-    _, x, lp, cov = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), x, lp, cov0))
-    return x, lp, cov
+    init = (tf.constant(0), x, lp, cov0, tf.ones([a], tf.bool), tf.zeros([a], tf.int32))
+    out = tf.while_loop(lambda i, *v: (i < max_steps) & tf.reduce_any(v[3]), body, init)
+    return out[1], out[2], out[3], out[5]
 
 
 def _distinct(x, cov, lp, radius: float):
@@ -211,33 +254,21 @@ def locate(log_target, cond, x0, lp0, center, scale, *, starts: int, steps: int,
     """Modes of log π from the best draws x0 [A, N, D] (flow units, log π values lp0 [A, N]).
 
     ``starts`` spread-out best draws; Adam ascent (``steps``, step sizes ``learning_rate``
-    first → last, in flow σ); ``newton_steps`` Newton steps; Laplace covariances; end points
+    first → last, in flow σ); Newton steps until converged (at most ``newton_steps``, at least
+    one: the covariance comes from the last Hessian); Laplace covariances; end points
     within ``merge_distance`` Mahalanobis units merged. Returns (the anchor mixture in flow units
-    with ``num_components`` components, distinct modes [A] int32, log π evaluations per row).
+    with ``num_components`` components, distinct modes [A] int32, log π evaluations [A] int32).
     """
     dim = x0.shape[-1]
-    to_u_ = lambda x: center[:, None, :] + scale[:, None, :] * x  # noqa: E731
-
-    def f(x):
-        lp, g = _value_and_grad(log_target, cond, to_u_(x))
-        return lp, g * scale[:, None, :]
-
-    def value(x):
-        lp = log_target(cond, to_u_(x))
-        return tf.where(tf.math.is_finite(lp), lp, -np.inf)
-
-    def grad_hess(x):
-        g, h = _grad_hessian(log_target, cond, to_u_(x))
-        return g * scale[:, None, :], h * (scale[:, None, :, None] * scale[:, None, None, :])
-
+    target = _Target(log_target, cond, center, scale)
     x, lp = _select_starts(x0, lp0, starts, _START_SPACING)
-    lp, g = f(x)
-    x, lp = _ascend(f, x, lp, g, steps, learning_rate)
-    x, lp, cov = _newton(value, grad_hess, x, lp, newton_steps)
+    lp, g = target.value_and_grad(x)
+    x, lp = _ascend(target.value_and_grad, x, lp, g, steps, learning_rate)
+    x, lp, cov, n_newton = _newton(target, x, lp, max(newton_steps, 1))
     log_mass = tf.cast(lp, _F64) + 0.5 * tf.linalg.logdet(cov)
     keep = _distinct(x, cov, lp, merge_distance)
     mix, n_modes = anchor_mixture(tf.cast(x, _F64), cov, log_mass, keep, num_components)
-    # per start: the first gradient, the ascent, each Newton step (Hessian = D gradients,
-    # 3 trial points); without Newton steps one Hessian
-    evals = starts * (1 + steps + (newton_steps * (dim + 3) if newton_steps else dim))
+    # per start: the first gradient, the ascent, each Newton step (Hessian = D gradients, and
+    # the trial points)
+    evals = starts * (1 + steps + n_newton * (dim + int(_BACKTRACK.shape[0])))
     return mix, n_modes, evals
