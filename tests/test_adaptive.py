@@ -14,8 +14,7 @@ import tensorflow as tf
 from scipy import stats
 
 from irisml_tf.inference import mixture
-from irisml_tf.inference.adaptive import (AdaptiveOptions, adaptive_importance_sampling,
-                                          row_normal, star_seeds)
+from irisml_tf.inference.adaptive import AdaptiveOptions, adaptive_importance_sampling, row_normal, star_seeds
 
 D = 5
 C = 2  # Gaussian components per target (unused ones have zero mass)

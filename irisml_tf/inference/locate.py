@@ -125,7 +125,7 @@ class _Target(NamedTuple):
     center: tf.Tensor
     scale: tf.Tensor
 
-    def rows(self, idx) -> "_Target":
+    def rows(self, idx) -> _Target:
         return _Target(self.log_target, tf.nest.map_structure(lambda t: tf.gather(t, idx), self.cond),
                        tf.gather(self.center, idx), tf.gather(self.scale, idx))
 
