@@ -14,8 +14,12 @@ import tensorflow as tf
 from scipy import stats
 
 from irisml_tf.inference import mixture
-from irisml_tf.inference.adaptive import (AdaptiveOptions, adaptive_importance_sampling,
-                                          row_normal, star_seeds)
+from irisml_tf.inference.adaptive import (
+    AdaptiveOptions,
+    adaptive_importance_sampling,
+    row_normal,
+    star_seeds,
+)
 
 D = 5
 C = 2  # Gaussian components per target (unused ones have zero mass)
@@ -195,7 +199,7 @@ def test_same_seed_same_draws_and_rows_independent_of_their_batch(engine, result
 
 
 def test_traced_call_matches_eager_and_takes_any_batch_size(engine, result):
-    assert len(engine._list_all_concrete_functions_for_serialization()) == 1  # noqa: SLF001
+    assert len(engine._list_all_concrete_functions_for_serialization()) == 1
     eager = adaptive_importance_sampling(log_target, flow_sample, batch([MISSED]),
                                          star_seeds(tf.constant([3, 4]), tf.constant([2], tf.int64)),
                                          D, OPTIONS)
@@ -247,7 +251,7 @@ def test_mixture_log_prob_matches_scipy(rng):
 
 
 def test_mixture_sample_and_fit_recover_a_mixture(rng):
-    mix, w, cov = _random_mixture(rng, k=2, df=7.0)
+    mix, w, _ = _random_mixture(rng, k=2, df=7.0)
     n = 20000
     gen = np.random.default_rng(1)
     x = mixture.sample(mix, 7.0, gen.normal(size=(1, n, D)), gen.uniform(size=(1, n)),
@@ -273,3 +277,24 @@ def test_fit_keeps_dead_components_dead_and_respects_the_floor(rng):
     assert np.isneginf(fit.log_weights.numpy()[0, 1])
     evals = np.linalg.eigvalsh(fit.covariance().numpy()[0, 0])
     assert evals.min() >= 0.05 * (1 - 1e-6)
+
+
+def test_saved_model_signature_round_trip(tmp_path, result):
+    """The engine exports as a SavedModel signature (dynamic B) and reloads with the same draws."""
+    names = sorted(CORRELATED)
+    specs = [tf.TensorSpec([None, *np.shape(CORRELATED[k])], tf.float32, name=k) for k in names]
+
+    @tf.function(input_signature=[*specs, tf.TensorSpec([None, 2], tf.int32, name="seeds")])
+    def serve(*args):
+        res = adaptive_importance_sampling(log_target, flow_sample, dict(zip(names, args[:-1])),
+                                           args[-1], D, OPTIONS)
+        return res._asdict()
+
+    module = tf.Module()
+    module.serve = serve
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": serve})
+    loaded = tf.saved_model.load(str(tmp_path)).signatures["serving_default"]
+    out = loaded(**batch(list(ROWS.values())),
+                 seeds=star_seeds(tf.constant([3, 4]), tf.range(3, dtype=tf.int64)))
+    np.testing.assert_array_equal(out["draws"].numpy(), result.draws.numpy())
+    np.testing.assert_array_equal(out["ess"].numpy(), result.ess.numpy())

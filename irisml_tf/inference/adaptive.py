@@ -76,8 +76,13 @@ from irisml_tf.inference.importance import effective_sample_size, importance_wei
 from irisml_tf.inference.locate import MAX_VAR, MIN_VAR, anchor_mixture, locate, to_u
 from irisml_tf.inference.psis import psis
 
-__all__ = ["AdaptiveOptions", "AdaptiveResult", "adaptive_importance_sampling", "star_seeds",
-           "row_normal"]
+__all__ = [
+    "AdaptiveOptions",
+    "AdaptiveResult",
+    "adaptive_importance_sampling",
+    "row_normal",
+    "star_seeds",
+]
 
 _F64 = tf.float64
 _ZERO64, _NINF64 = np.float64(0.0), np.float64(-np.inf)  # tf.where needs float64 fillers
@@ -110,7 +115,7 @@ class AdaptiveOptions:
     num_components: int = 4
     df: float = 5.0
     locate_starts: int = 2
-    locate_steps: int = 50
+    locate_steps: int = 25
     newton_steps: int = 20
     locate_ess: float = math.inf
     learning_rate: tuple[float, float] = (0.3, 0.01)
@@ -118,7 +123,7 @@ class AdaptiveOptions:
     temper_ess: float = 100.0
     prior_count: float = 10.0
     em_iterations: int = 4
-    widen: float = 1.1
+    widen: float = 1.3
     fit_draws: int = 512
 
     def __post_init__(self):
