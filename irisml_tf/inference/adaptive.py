@@ -102,8 +102,8 @@ class AdaptiveOptions:
     (:func:`irisml_tf.inference.locate.locate`). locate_ess: rows whose round-0 ESS is below
     this are located (0: never; inf: always). temper_ess: ESS the tempered fit weights must
     reach. prior_count: pseudo-draws of the anchors in each EM fit. em_iterations: EM steps per
-    round. widen: factor on fitted scales. fit_draws: EM works on this many draws per row,
-    resampled from all weighted draws so far.
+    round. widen: factor on fitted scales. fit_draws: EM uses at most this many draws (the
+    heaviest) per row.
     """
 
     target_ess: float = 1000.0
@@ -310,25 +310,12 @@ def _select(rows, a, b):
         lambda x, y: tf.where(tf.reshape(rows, [-1] + [1] * (x.shape.rank - 1)), x, y), a, b)
 
 
-def _fit_data(u, lw, opt: AdaptiveOptions):
-    """EM data: ``fit_draws`` of the draws u [A, N, D], picked in proportion to their tempered
-    weights (systematic resampling on a fixed grid: no randomness, so no seed), each counting
-    ESS_β / fit_draws effective draws. A representative subset keeps the fit's cost bounded; the
-    heaviest draws alone would not do: once proposals are good the heaviest weights sit where
-    they are too thin, and a fit to those drifts off the posterior."""
-    counts = _tempered_counts(lw, opt.temper_ess)  # [A, N], sums to ESS_β
-    total = tf.reduce_sum(counts, -1, keepdims=True)
-    cdf = tf.cumsum(counts, -1) / total
-    shape = tf.stack([tf.shape(cdf)[0], opt.fit_draws])
-    grid = tf.broadcast_to((tf.range(opt.fit_draws, dtype=_F64) + 0.5) / opt.fit_draws, shape)
-    idx = tf.minimum(tf.searchsorted(cdf, grid, side="right"), tf.shape(lw)[1] - 1)
-    return tf.cast(tf.gather(u, idx, batch_dims=1), _F64), tf.broadcast_to(total / opt.fit_draws, shape)
-
-
 def _round_fit(s: _State, lw, r, opt: AdaptiveOptions) -> mixture.Mixture:
-    """This round's fit: the anchors in round 1 of a located row, else EM on the weighted draws
-    so far (:func:`_fit_data`), started from the previous fit (round 1: the anchors)."""
-    x, counts = _fit_data(s.u[:, :tf.shape(lw)[1]], lw, opt)
+    """This round's fit: the anchors in round 1 of a located row, else EM on the heaviest
+    ``fit_draws`` weighted draws, started from the previous fit (round 1: the anchors)."""
+    top = tf.math.top_k(lw, k=tf.minimum(opt.fit_draws, tf.shape(lw)[1]))
+    x = tf.cast(tf.gather(s.u, top.indices, batch_dims=1), _F64)
+    counts = _tempered_counts(top.values, opt.temper_ess)
     k = opt.num_components
     prev = tf.nest.map_structure(lambda t: tf.gather(t, tf.maximum(r - 2, 0), axis=1)[:, :k], s.props)
     prev = mixture.Mixture(prev.log_weights - tf.reduce_logsumexp(prev.log_weights, -1, keepdims=True),
