@@ -312,7 +312,12 @@ def _select(rows, a, b):
 
 def _round_fit(s: _State, lw, r, opt: AdaptiveOptions) -> mixture.Mixture:
     """This round's fit: the anchors in round 1 of a located row, else EM on the heaviest
-    ``fit_draws`` weighted draws, started from the previous fit (round 1: the anchors)."""
+    ``fit_draws`` weighted draws, started from the previous fit (round 1: the anchors).
+
+    The heaviest draws, not a representative resample: they mark where the proposals so far are
+    too thin, and fitting them moves mass there. Measured on 128 simulated stars per band set
+    (ESS 1000), a systematic resample of all draws gave lower ESS per evaluation (25 bands
+    0.30 vs 0.33, Gaia+2MASS+WISE 0.12 vs 0.14) and more k̂ > 0.7 (25 bands 7.8 % vs 3.1 %)."""
     top = tf.math.top_k(lw, k=tf.minimum(opt.fit_draws, tf.shape(lw)[1]))
     x = tf.cast(tf.gather(s.u, top.indices, batch_dims=1), _F64)
     counts = _tempered_counts(top.values, opt.temper_ess)
