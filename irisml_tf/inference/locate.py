@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from irisml_tf.inference import mixture
 
-__all__ = ["locate", "anchor_mixture", "to_u", "MIN_VAR", "MAX_VAR"]
+__all__ = ["MAX_VAR", "MIN_VAR", "anchor_mixture", "locate", "to_u"]
 
 _F64 = tf.float64
 _ZERO64, _NINF64 = np.float64(0.0), np.float64(-np.inf)  # tf.where needs float64 fillers
@@ -175,7 +175,7 @@ def _newton(target: _Target, x, lp, max_steps: int, tol: float = _NEWTON_TOL):
     def body(i, x, lp, cov, moving, count):
         idx = tf.where(moving)[:, 0]
         xs, lps, covs, gain = _newton_step(target.rows(idx), tf.gather(x, idx), tf.gather(lp, idx))
-        upd = lambda t, v: tf.tensor_scatter_nd_update(t, idx[:, None], v)  # noqa: E731
+        upd = lambda t, v: tf.tensor_scatter_nd_update(t, idx[:, None], v)
         still = tf.reduce_any(gain > tol, -1)
         return (i + 1, upd(x, xs), upd(lp, lps), upd(cov, covs), upd(moving, still),
                 upd(count, tf.gather(count, idx) + 1))

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Mixture", "log_prob", "sample", "fit", "clip_covariance", "moments"]
+__all__ = ["Mixture", "clip_covariance", "fit", "log_prob", "moments", "sample"]
 
 _F64 = tf.float64
 

@@ -17,12 +17,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from irisml_tf.inference.adaptive import row_normal
 from irisml_tf.inference.likelihood import log_likelihood_theta, unpack_inputs
 
 __all__ = ["PosteriorProblem", "posterior_problem"]
+
+
+def _pad_rows(nest):
+    """Zero-pad the leading dimension of every tensor to the next power of two (at least 1).
+
+    The sampler calls the target on varying numbers of rows (the stars still active, the starts
+    still moving); THE simulator is XLA-compiled and compiles once per input shape, so without
+    this every new row count would cost a compilation (~0.5 s). Padded rows are computed and
+    dropped; their zeros only ever give finite or −inf values.
+    """
+    rows = tf.shape(tf.nest.flatten(nest)[0])[0]
+    log2 = tf.math.log(tf.cast(tf.maximum(rows, 1), tf.float32)) / np.log(2.0)
+    size = tf.cast(2.0 ** tf.math.ceil(log2 - 1e-4), tf.int32)  # 8 → 8 despite round-off
+
+    def pad(t):
+        return tf.pad(t, tf.concat([[[0, size - rows]], tf.zeros([t.shape.rank - 1, 2], tf.int32)], 0))
+    return tf.nest.map_structure(pad, nest)
 
 
 class PosteriorProblem(NamedTuple):
@@ -56,11 +74,13 @@ def posterior_problem(model, simulator, prior, inputs: Mapping, sys_floor) -> Po
     flow = model.flow
 
     def log_target(c, z):
+        rows = tf.shape(z)[0]
+        c, z = _pad_rows((c, z))
         theta = transform.forward(z)
         log_lik = log_likelihood_theta(simulator, theta, c, sys_floor)
         log_prior = tf.reshape(prior.log_prob(tf.reshape(theta, [-1, theta.shape[-1]])),
                                tf.shape(log_lik))
-        return log_lik + log_prior + transform.forward_log_det_jacobian(z, event_ndims=1)
+        return (log_lik + log_prior + transform.forward_log_det_jacobian(z, event_ndims=1))[:rows]
 
     def flow_sample(c, n, seeds):
         chain = flow.bijector()
