@@ -71,9 +71,10 @@ def run_set(runner, x, theta, batch: int, seed: int, target: float):
 
     n = len(theta)
     keys = np.arange(n, dtype=np.int64)
-    args = lambda sl: (tf.constant(x["band_index"][sl]), tf.constant(x["mag"][sl]),
-                       tf.constant(x["mag_err"][sl]), tf.constant(keys[sl]),
-                       tf.constant([seed, 7], tf.int32))
+    def args(sl):
+        return (tf.constant(x["band_index"][sl]), tf.constant(x["mag"][sl]),
+                           tf.constant(x["mag_err"][sl]), tf.constant(keys[sl]),
+                           tf.constant([seed, 7], tf.int32))
     t0 = time.perf_counter()
     for s in range(0, n, batch):  # trace, and XLA-compile the simulator for the shapes met
         runner(*args(slice(s, s + batch)))
