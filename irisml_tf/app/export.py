@@ -22,6 +22,7 @@ class ExportOptions:
     run_dir: Path
     out_dir: Path
     max_samples: int = 20000  # cap on num_samples per star (memory grows as B × N)
+    max_draws: int | None = None  # the engine's draw budget per star, fixed in the graph (None: default)
     weights: Path | None = None  # a .weights.h5 to export instead of the run's own weights
     overwrite: bool = False  # replace out_dir if it exists
     check: bool = True  # verify in a clean TensorFlow process
@@ -64,8 +65,11 @@ def export_run(options: ExportOptions) -> ExportResult:
     """Export ``options.run_dir`` to ``options.out_dir`` (final weights, or the latest checkpoint of
     an unfinished run) and check it. Raises FileNotFoundError / FileExistsError / ValueError as
     :func:`~irisml_tf.serving.export_model` does; a failed check is in the result (``ok``)."""
+    from irisml_tf.inference.adaptive import AdaptiveOptions
+
+    engine = AdaptiveOptions() if options.max_draws is None else AdaptiveOptions(max_draws=options.max_draws)
     out = export_model(options.run_dir, options.out_dir, max_samples=options.max_samples,
-                       weights=options.weights, overwrite=options.overwrite)
+                       weights=options.weights, overwrite=options.overwrite, engine=engine)
     check = check_export(out) if options.check else None
     return ExportResult(run_dir=Path(options.run_dir), out_dir=out, size_bytes=_size(out),
                         training=ExportedModel(out).meta.training, check=check)

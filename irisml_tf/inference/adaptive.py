@@ -363,7 +363,7 @@ def _sum_props(props: mixture.Mixture, rounds, u, df: float):
     return tf.while_loop(lambda j, _: j < rounds, body, (tf.constant(0), acc))[1]
 
 
-def _round(r, s: _State, conditions, log_target, dim: int, opt: AdaptiveOptions) -> _State:
+def _round(r, s: _State, conditions, log_target, dim: int, opt: AdaptiveOptions, target) -> _State:
     """Fit round r ≥ 1 for the active rows (gathered), written back into the state."""
     idx = tf.where(s.active)[:, 0]
     sub, cond = _gather(s, idx), _gather(conditions, idx)
@@ -391,11 +391,11 @@ def _round(r, s: _State, conditions, log_target, dim: int, opt: AdaptiveOptions)
     lq = splice(tf.concat([sub.lq[:, :n0], lq_old, sub.lq[:, filled:]], 1), lq_new)
     ess = _ess(_log_weights(lp[:, :filled + n], lq[:, :filled + n], rounds, n0))
     sub = sub._replace(u=splice(sub.u, u_new), lp=lp, lq=lq, props=props, fit_rounds=rounds,
-                       evals=sub.evals + n, ess=ess, active=ess < opt.target_ess)
+                       evals=sub.evals + n, ess=ess, active=ess < target)
     return _scatter(s, idx, sub)
 
 
-def _anchors(log_target, conditions, x0, lw0, lp0, center, scale, ess0, opt: AdaptiveOptions):
+def _anchors(log_target, conditions, x0, lw0, lp0, center, scale, ess0, opt: AdaptiveOptions, target):
     """Anchor mixtures [B, K] in u (located modes, else tempered round-0 moments), the number
     of located modes [B], which rows were located, and the target evaluations it took [B]."""
     b = tf.shape(x0)[0]
@@ -404,7 +404,7 @@ def _anchors(log_target, conditions, x0, lw0, lp0, center, scale, ess0, opt: Ada
                                 tf.zeros([b, 1], _F64), tf.ones([b, 1], tf.bool), opt.num_components)
     n_modes = tf.zeros([b], tf.int32)
     evals = tf.zeros([b], tf.int32)
-    find = (ess0 < opt.locate_ess) & (ess0 < opt.target_ess)
+    find = (ess0 < opt.locate_ess) & (ess0 < target)
     if opt.rounds > 0 and opt.locate_ess > 0:
         idx = tf.where(find)[:, 0]
         found, modes, cost = locate(
@@ -419,7 +419,7 @@ def _anchors(log_target, conditions, x0, lw0, lp0, center, scale, ess0, opt: Ada
     return to_u(anchors, center, scale), n_modes, find & (n_modes > 0), evals
 
 
-def _round_zero(conditions, seeds, log_target, flow_sample, dim: int, opt: AdaptiveOptions):
+def _round_zero(conditions, seeds, log_target, flow_sample, dim: int, opt: AdaptiveOptions, target):
     """Round 0, the defensive component and the anchors: (state, n_modes [B])."""
     b = tf.shape(seeds)[0]
     u0, lq0 = flow_sample(conditions, opt.n0, _fold(_fold(seeds, 0), 1))
@@ -431,7 +431,7 @@ def _round_zero(conditions, seeds, log_target, flow_sample, dim: int, opt: Adapt
     scale = tf.maximum(tf.math.reduce_std(u0, 1), 1e-6)
     x0 = (u0 - center[:, None, :]) / scale[:, None, :]
     anchors, n_modes, located, evals = _anchors(log_target, conditions, x0, lw0, lp0, center,
-                                                scale, ess0, opt)
+                                                scale, ess0, opt, target)
     # the defensive component: a t_ν with the flow draws' mean and covariance
     mean, cov = mixture.moments(tf.cast(u0, _F64), tf.ones([b, opt.n0], _F64))
     cov = mixture.clip_covariance(cov, MIN_VAR, MAX_VAR, tf.cast(scale, _F64))
@@ -448,7 +448,7 @@ def _round_zero(conditions, seeds, log_target, flow_sample, dim: int, opt: Adapt
         lq=tf.pad(lq0, [[0, 0], [0, pad]], constant_values=-np.inf),
         props=props, anchors=anchors, defensive=defensive, located=located, scale=scale,
         fit_rounds=tf.zeros([b], tf.int32), evals=evals + opt.n0, ess=ess0,
-        active=ess0 < opt.target_ess, seeds=seeds)
+        active=ess0 < target, seeds=seeds)
     return state, n_modes
 
 
@@ -469,7 +469,7 @@ def _khat(lw, fit_rounds, opt: AdaptiveOptions):
     return tf.while_loop(lambda j, _: j <= opt.rounds, body, (tf.constant(0), khat))[1]
 
 
-def _finish(s: _State, n_modes, opt: AdaptiveOptions) -> AdaptiveResult:
+def _finish(s: _State, n_modes, opt: AdaptiveOptions, target) -> AdaptiveResult:
     lw = _log_weights(s.lp, s.lq, s.fit_rounds, opt.n0)
     iw = importance_weights(lw, tf.zeros_like(lw), tf.zeros_like(lw), with_khat=False)
     weighted = tf.where(s.fit_rounds > 0, opt.draws_per_round * s.fit_rounds, opt.n0)
@@ -479,12 +479,13 @@ def _finish(s: _State, n_modes, opt: AdaptiveOptions) -> AdaptiveResult:
         draws=s.u, log_weights=iw["log_weights"], weights=iw["weights"], ess=iw["ess"],
         khat=_khat(iw["log_weights"], s.fit_rounds, opt), log_evidence=log_evidence,
         n_draws=opt.n0 + opt.draws_per_round * s.fit_rounds, n_target_evals=s.evals,
-        rounds=s.fit_rounds + 1, n_modes=n_modes, converged=iw["ess"] >= opt.target_ess)
+        rounds=s.fit_rounds + 1, n_modes=n_modes, converged=iw["ess"] >= target)
 
 
 @tf.autograph.experimental.do_not_convert  # no data-dependent Python control flow to convert
 def adaptive_importance_sampling(log_target, flow_sample, conditions, seeds, dim: int,
-                                 options: AdaptiveOptions | None = None) -> AdaptiveResult:
+                                 options: AdaptiveOptions | None = None, target_ess=None,
+                                 max_draws=None) -> AdaptiveResult:
     """Weighted draws of each row's target π_b (see the module docstring for the callables).
 
     Args:
@@ -492,19 +493,28 @@ def adaptive_importance_sampling(log_target, flow_sample, conditions, seeds, dim
       conditions: nest of tensors with leading dimension B (may be empty: ``()``).
       seeds: int32 [B, 2], one stateless seed per row (:func:`star_seeds`).
       dim: D (static). options: :class:`AdaptiveOptions` (static).
+      target_ess: overrides ``options.target_ess``; may be a scalar tensor (a SavedModel input:
+        it changes no shape).
+      max_draws: a lower draw budget than ``options.max_draws`` (which sizes the storage); may be
+        a scalar tensor: rounds beyond it are not started.
 
     Returns :class:`AdaptiveResult`. Same seeds, same result.
     """
     opt = options or AdaptiveOptions()
     dim = int(dim)
     seeds = tf.cast(seeds, tf.int32)
-    state, n_modes = _round_zero(conditions, seeds, log_target, flow_sample, dim, opt)
+    target = tf.cast(opt.target_ess if target_ess is None else target_ess, tf.float32)
+    state, n_modes = _round_zero(conditions, seeds, log_target, flow_sample, dim, opt, target)
     if opt.rounds > 0:
+        limit = opt.rounds
+        if max_draws is not None:
+            limit = tf.clip_by_value((tf.cast(max_draws, tf.int32) - opt.n0) // opt.draws_per_round, 0, opt.rounds)
+
         def cond(r, s):
-            return (r <= opt.rounds) & tf.reduce_any(s.active)
+            return (r <= limit) & tf.reduce_any(s.active)
 
         def body(r, s):
-            return r + 1, _round(r, s, conditions, log_target, dim, opt)
+            return r + 1, _round(r, s, conditions, log_target, dim, opt, target)
 
         _, state = tf.while_loop(cond, body, (tf.constant(1), state))
-    return _finish(state, n_modes, opt)
+    return _finish(state, n_modes, opt, target)

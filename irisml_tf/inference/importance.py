@@ -77,7 +77,8 @@ def resample(samples, weights, num_draws, seed, method: str = "systematic"):
 
     Args:
       samples: [B, N, D]; weights: [B, N] (≥ 0, any normalisation).
-      num_draws: draws per row (int or scalar int32 tensor); seed: stateless int32 [2].
+      num_draws: draws per row (int or scalar int32 tensor); seed: stateless int32 [2], or [B, 2]
+        one per row (then a row's draws depend on its own seed only).
       method: "systematic" (one uniform per row, low variance) or "multinomial".
 
     Returns (draws [B, num_draws, D], index int32 [B, num_draws]). Rows whose weights are all
@@ -91,8 +92,12 @@ def resample(samples, weights, num_draws, seed, method: str = "systematic"):
     b, n = tf.shape(weights)[0], tf.shape(weights)[1]
     total = tf.reduce_sum(weights, axis=-1)
     has = total > 0
+    per_row = seed.shape.rank == 2
     if method == "systematic":
-        u = tf.random.stateless_uniform(tf.stack([b, 1]), seed, dtype=tf.float32)
+        if per_row:
+            u = tf.map_fn(lambda s: tf.random.stateless_uniform([1], s), seed, fn_output_signature=tf.float32)
+        else:
+            u = tf.random.stateless_uniform(tf.stack([b, 1]), seed, dtype=tf.float32)
         pos = (u + tf.cast(tf.range(num_draws), tf.float32)[None, :]) / tf.cast(num_draws, tf.float32)
         cdf = tf.cumsum(weights, axis=-1) / tf.where(has, total, 1.0)[:, None]
         idx = tf.searchsorted(cdf, pos, side="right", out_type=tf.int32)
@@ -100,7 +105,12 @@ def resample(samples, weights, num_draws, seed, method: str = "systematic"):
     elif method == "multinomial":
         logits = tf.where(weights > 0, tf.math.log(tf.where(weights > 0, weights, 1.0)), -np.inf)
         logits = tf.where(has[:, None], logits, 0.0)
-        idx = tf.random.stateless_categorical(logits, num_draws, seed, dtype=tf.int32)
+        if per_row:
+            idx = tf.map_fn(lambda a: tf.random.stateless_categorical(a[0][None], num_draws, a[1],
+                                                                       dtype=tf.int32)[0],
+                            (logits, seed), fn_output_signature=tf.int32)
+        else:
+            idx = tf.random.stateless_categorical(logits, num_draws, seed, dtype=tf.int32)
     else:
         raise ValueError(f"`method` must be 'systematic' or 'multinomial', got {method!r}")
     # the cap can land on a trailing zero-weight sample: step back to the last positive one

@@ -175,7 +175,8 @@ def _newton(target: _Target, x, lp, max_steps: int, tol: float = _NEWTON_TOL):
     def body(i, x, lp, cov, moving, count):
         idx = tf.where(moving)[:, 0]
         xs, lps, covs, gain = _newton_step(target.rows(idx), tf.gather(x, idx), tf.gather(lp, idx))
-        upd = lambda t, v: tf.tensor_scatter_nd_update(t, idx[:, None], v)
+        def upd(t, v):
+            return tf.tensor_scatter_nd_update(t, idx[:, None], v)
         still = tf.reduce_any(gain > tol, -1)
         return (i + 1, upd(x, xs), upd(lp, lps), upd(cov, covs), upd(moving, still),
                 upd(count, tf.gather(count, idx) + 1))

@@ -52,15 +52,19 @@ class PosteriorProblem(NamedTuple):
     theta: object
 
 
-def posterior_problem(model, simulator, prior, inputs: Mapping, sys_floor) -> PosteriorProblem:
+def posterior_problem(model, simulator, prior, inputs: Mapping, sys_floor, *, prior_params=None,
+                      av_prior=None, av_prior_err=None, av_max=None) -> PosteriorProblem:
     """The adaptive sampler's problem for a batch of stars.
 
     Args:
       model: :class:`~irisml_tf.model.posterior.PosteriorModel` with a standard normal flow base
         (``mixture_components = 0``; the per-row seeding draws the base noise itself).
-      simulator, prior: THE simulator and the prior of the target (``prior.log_prob`` [n, 5] → [n]).
+      simulator, prior: THE simulator and the :class:`~irisml_tf.physics.prior.Prior` of the target.
       inputs: band_index int32 [B, K], mag, mag_err float32 [B, K].
       sys_floor: the training's systematic floor (mag).
+      prior_params: the target prior's parameters float32 [21] (:data:`~irisml_tf.physics.prior.
+        PRIOR_PARAM_NAMES`; None: ``prior``'s own). av_prior, av_prior_err, av_max: per-star A_V
+        priors float32 [B] (NaN = none; :meth:`~irisml_tf.physics.prior.Prior.log_prob`) or None.
     """
     if model.flow.mixture is not None:
         raise ValueError("posterior_problem needs a flow with a standard normal base "
@@ -68,8 +72,11 @@ def posterior_problem(model, simulator, prior, inputs: Mapping, sys_floor) -> Po
     band_index, mag, mag_err = unpack_inputs(inputs)
     band_index = tf.cast(band_index, tf.int32)
     mag, mag_err = tf.cast(mag, tf.float32), tf.cast(mag_err, tf.float32)
+    nan = tf.fill(tf.shape(mag)[:1], np.float32(np.nan))
     conditions = {"band_index": band_index, "mag": mag, "mag_err": mag_err,
-                  "context": model.context(band_index, mag, mag_err)}
+                  "context": model.context(band_index, mag, mag_err),
+                  **{k: nan if v is None else tf.cast(v, tf.float32) for k, v in
+                     (("av_prior", av_prior), ("av_prior_err", av_prior_err), ("av_max", av_max))}}
     transform = model.parameter_transform()
     flow = model.flow
 
@@ -78,8 +85,7 @@ def posterior_problem(model, simulator, prior, inputs: Mapping, sys_floor) -> Po
         c, z = _pad_rows((c, z))
         theta = transform.forward(z)
         log_lik = log_likelihood_theta(simulator, theta, c, sys_floor)
-        log_prior = tf.reshape(prior.log_prob(tf.reshape(theta, [-1, theta.shape[-1]])),
-                               tf.shape(log_lik))
+        log_prior = prior.log_prob(theta, prior_params, c["av_prior"], c["av_prior_err"], c["av_max"])
         return (log_lik + log_prior + transform.forward_log_det_jacobian(z, event_ndims=1))[:rows]
 
     def flow_sample(c, n, seeds):

@@ -1,0 +1,117 @@
+"""THE inference engine on a batch of stars: the flow proposes, the exact likelihood decides.
+
+:func:`run_engine` is what ``infer``, the SavedModel, ``evaluate``, the MCMC comparison and the
+benchmarks call. It runs per-star adaptive importance sampling
+(:func:`~irisml_tf.inference.adaptive.adaptive_importance_sampling`) on the stellar posterior
+p(x | θ) p_user(θ) (:func:`~irisml_tf.inference.posterior_target.posterior_problem`) and turns
+its weighted draws into what a user reads:
+
+* weighted summaries ``median, p16, p84, mean, std`` [B, 5] over ALL weighted draws (up to
+  ``max_draws`` per star), and the flow's own (round 0, unweighted) ``q_median`` … ``q_std``;
+* ``samples`` [B, N, 5]: N = ``num_samples`` draws resampled (systematic, the star's own seed)
+  from the weighted draws, each of weight 1/N in ``weights`` — N equally weighted draws carry
+  the posterior at a fixed size whatever the number of draws the star took;
+* per star: ``ess``, ``efficiency`` (ESS / draws), ``khat`` (PSIS k̂ of the final weights),
+  ``log_evidence``, ``n_draws``, ``rounds``, ``n_target_evals``, ``n_modes``, ``converged``;
+* the flags of :func:`~irisml_tf.inference.flags.compute_flags`, evaluated on the N resampled
+  draws (the best of them for χ² and the outlier band), except ``low_efficiency``, which here
+  means: the star stopped short of its target ESS (the draw budget ran out).
+
+Everything is TensorFlow ops with static :class:`~irisml_tf.inference.adaptive.AdaptiveOptions`;
+``target_ess``, ``max_draws`` (up to the options' own), ``num_samples``, the prior's parameters
+and the per-star A_V priors may be tensors, so the whole call traces into a SavedModel signature.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import tensorflow as tf
+
+from irisml_tf.inference.adaptive import AdaptiveOptions, adaptive_importance_sampling
+from irisml_tf.inference.flags import compute_flags
+from irisml_tf.inference.importance import resample
+from irisml_tf.inference.likelihood import default_sys_floor, log_likelihood_theta, unpack_inputs
+from irisml_tf.inference.posterior_target import posterior_problem
+from irisml_tf.inference.summaries import summarize
+
+__all__ = ["run_engine", "ENGINE_OUTPUTS"]
+
+#: per-star outputs of the sampler itself, besides summaries, draws and flags
+ENGINE_OUTPUTS = ("ess", "efficiency", "khat", "log_evidence", "n_draws", "rounds", "n_target_evals",
+                  "n_modes", "converged")
+
+
+def _clean_inputs(inputs: Mapping, num_bands: int) -> dict:
+    """Entries with an out-of-range band, a non-finite magnitude or error, or an error ≤ 0 become
+    pads (the catalogue layer reports them; here they must not reach the simulator)."""
+    band_index, mag, mag_err = unpack_inputs(inputs)
+    band_index = tf.cast(band_index, tf.int32)
+    mag, mag_err = tf.cast(mag, tf.float32), tf.cast(mag_err, tf.float32)
+    good = ((band_index >= 0) & (band_index < num_bands) & tf.math.is_finite(mag)
+            & tf.math.is_finite(mag_err) & (mag_err > 0))
+    return {"band_index": tf.where(good, band_index, -1), "mag": tf.where(good, mag, 0.0),
+            "mag_err": tf.where(good, mag_err, 1.0)}
+
+
+def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, *,
+               options: AdaptiveOptions | None = None, num_samples=1000, target_ess=None,
+               max_draws=None, prior_params=None, av_prior=None, av_prior_err=None, av_max=None) -> dict:
+    """The posterior of a batch of stars (module docstring for the outputs).
+
+    Args:
+      model: :class:`~irisml_tf.model.posterior.PosteriorModel` (standard normal flow base).
+      simulator, prior: THE simulator and the model's :class:`~irisml_tf.physics.prior.Prior`
+        (its support box; its parameters unless ``prior_params`` is given).
+      inputs: band_index int32 [B, K] (−1 pads), mag, mag_err float32 [B, K].
+      seeds: int32 [B, 2], one stateless seed per star (a star's result depends on its own seed).
+      sys_floor: the training's systematic floor (mag); None = the default observation model's.
+      options: the engine's static settings (draw budget, rounds, …); target_ess: overrides
+        ``options.target_ess`` (float or scalar tensor); max_draws: a draw budget below
+        ``options.max_draws`` (int or scalar tensor). num_samples: N resampled draws per star.
+      prior_params: the user's prior, float32 [21] (:data:`~irisml_tf.physics.prior.
+        PRIOR_PARAM_NAMES`); None = the model's training prior.
+      av_prior, av_prior_err, av_max: per-star A_V priors [B] (NaN = none), or None.
+    """
+    options = options or AdaptiveOptions()
+    sys_floor = default_sys_floor() if sys_floor is None else sys_floor
+    seeds = tf.cast(seeds, tf.int32)
+    inputs = _clean_inputs(inputs, simulator.num_bands)
+    av = {"av_prior": av_prior, "av_prior_err": av_prior_err, "av_max": av_max}
+    problem = posterior_problem(model, simulator, prior, inputs, sys_floor, prior_params=prior_params, **av)
+    res = adaptive_importance_sampling(problem.log_target, problem.flow_sample, problem.conditions, seeds,
+                                       5, options, target_ess=target_ess, max_draws=max_draws)
+    theta = problem.theta(res.draws)  # [B, M, 5]; unused slots carry zero weight
+    out = {"ess": res.ess, "efficiency": res.ess / tf.cast(res.n_draws, tf.float32), "khat": res.khat,
+           "log_evidence": res.log_evidence, "n_draws": res.n_draws, "rounds": res.rounds,
+           "n_target_evals": res.n_target_evals, "n_modes": res.n_modes, "converged": res.converged}
+    out.update(summarize(theta, res.weights))
+    out.update({f"q_{k}": v for k, v in summarize(theta[:, :options.n0], None).items()})
+    draws, _ = resample(theta, res.weights, num_samples, _fold_seeds(seeds, 3))
+    has = tf.reduce_sum(res.weights, -1) > 0
+    n = tf.cast(tf.shape(draws)[1], tf.float32)
+    weights = tf.where(has[:, None], tf.ones_like(draws[..., 0]) / n, 0.0)
+    out["samples"], out["weights"] = draws, weights
+    out.update(_flags(simulator, prior, inputs, draws, weights, res, sys_floor, prior_params, av,
+                      target_ess if target_ess is not None else options.target_ess))
+    return out
+
+
+def _fold_seeds(seeds, value: int):
+    """Per-row seeds folded with ``value`` (a purpose of its own, apart from the sampler's)."""
+    return tf.map_fn(lambda s: tf.random.experimental.stateless_fold_in(s, value), seeds,
+                     fn_output_signature=tf.TensorSpec([2], tf.int32))
+
+
+def _flags(simulator, prior, inputs, draws, weights, res, sys_floor, prior_params, av, target_ess) -> dict:
+    """:func:`compute_flags` on the resampled draws; ``low_efficiency`` = short of the target ESS."""
+    box_mid = 0.5 * (tf.constant(prior.lower, tf.float32) + tf.constant(prior.upper, tf.float32))
+    safe = tf.where(tf.math.is_finite(draws), draws, box_mid)  # rows without weight: NaN draws
+    terms = log_likelihood_theta(simulator, safe, inputs, sys_floor, return_terms=True)
+    log_prior = prior.log_prob(safe, prior_params, **av)
+    short = res.ess / tf.cast(target_ess, tf.float32)  # ≥ 1 once converged
+    flags = compute_flags(terms, inputs["band_index"], safe, weights, log_prior, short, res.khat,
+                          prior.lower, prior.upper, min_efficiency=1.0)
+    out = {"flag_bits": flags.pop("bits")}
+    out.update(flags)
+    return out
+
