@@ -19,17 +19,27 @@ zero points when a magnitude or its error is missing. The command prints which c
 and which it ignored.
 
 \b
+The engine: the model's flow proposes, the exact likelihood and YOUR prior decide. Per star,
+adaptive importance sampling refines its proposal round by round until the effective sample size
+reaches --target-ess or --max-draws are spent (then `flag:low_efficiency`). The prior is the
+model's training prior unless --prior FILE.yaml gives other values (keys of configs/prior.yaml;
+keys left out keep the training values; a prior reaching outside the training prior is refused).
+Per-star A_V priors come from columns av_prior, av_prior_err (a 3-D dust map's A_V ± 1σ) and
+av_max (a 2-D map's total column); the command says which it found.
+
+\b
 Output: every input row in input order with its columns, then teff/logg/mh/av/rv each as
 _median, _p16, _p84 (weighted quantiles), _mean, _std (K, dex, dex, mag, –), and n_bands, ess,
-is_efficiency, khat, chi2, chi2_pvalue, mu (mag), outlier_band, status. Input columns named like
-an output column are kept as <name>_in.
+is_efficiency (ESS per draw), khat, n_draws, rounds, chi2, chi2_pvalue, mu (mag), outlier_band,
+status. Input columns named like an output column are kept as <name>_in.
 
 \b
 Bad input never stops the run or loses a row; `status` says what was wrong and what was done:
 ok | dropped:<band>=<why> (unusable band: inf, sentinel ±99/±99.99/±999/±9999,
 outside -5…32 mag, text, flux ≤ 0, error above the model's err_max) | default_err:<band>=<why>
 (good magnitude without a usable error: --default-err assumed) | skipped:too_few_bands(n<min)
-(NaN results) | flag:<name> (the model's quality flags). Empty cells mean "not observed" and are
+(NaN results) | prior:<column>_ignored(<why>) (an unusable A_V prior value: that row keeps the
+file's prior) | flag:<name> (quality flags). Empty cells mean "not observed" and are
 not reported. A table of rows per status ends the run.
 
 \b
@@ -44,8 +54,15 @@ warning.""")
                    "(saved_models/default, or $IRISML_TF_MODEL).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output table (.csv .parquet .fits .ecsv .vot/.xml).")
-@click.option("--samples", "num_samples", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Posterior samples per star (importance-weighted; at most the model's max_samples).")
+@click.option("--samples", "num_samples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Posterior draws per star written by --save-samples (resampled from the weighted "
+                   "draws; the flags use them too). At most the model's max_samples.")
+@click.option("--target-ess", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Stop a star once its effective sample size reaches this (300: quantiles to ~0.1 σ).")
+@click.option("--max-draws", type=click.IntRange(min=1), default=None,
+              help="Draw budget per star [default: the model's, 20000; at most that].")
+@click.option("--prior", "prior_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Your prior (YAML, keys of configs/prior.yaml); keys left out keep the training prior.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Random seed: each row draws from a seed made of this and its source_id (else its "
                    "row number), so the same seed gives the same output whatever the chunk size.")
@@ -58,7 +75,8 @@ warning.""")
               help="1σ error (mag) assumed for a good magnitude whose error is missing, ≤ 0, NaN or a sentinel.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from <out>.parts/.")
 @click.option("--quiet", is_flag=True, help="No progress bar (or progress lines).")
-def infer(catalog, model_dir, out, num_samples, seed, chunk_size, save_samples, default_err, resume, quiet) -> None:
+def infer(catalog, model_dir, out, num_samples, target_ess, max_draws, prior_file, seed, chunk_size, save_samples,
+          default_err, resume, quiet) -> None:
     from irisml_tf.app.infer import InferOptions, infer_catalog
     from irisml_tf.serving import default_model_path, load_model
 
@@ -70,7 +88,8 @@ def infer(catalog, model_dir, out, num_samples, seed, chunk_size, save_samples, 
     try:
         model = load_model(model_dir)
         options = InferOptions(num_samples=num_samples, seed=seed, chunk_size=chunk_size, save_samples=save_samples,
-                               resume=resume, default_err=default_err)
+                               resume=resume, default_err=default_err, target_ess=target_ess,
+                               max_draws=max_draws, prior=prior_file)
         summary = infer_catalog(model, catalog, out, options, progress=not quiet, echo=click.echo)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted: finished chunks are kept in {out}.parts/; "

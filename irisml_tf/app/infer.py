@@ -10,13 +10,19 @@ output, ``<out>.parts/``, with a manifest (:class:`irisml_tf.workdir.WorkDir`). 
 is done the parts are joined, in input order, into ``out`` (format by extension) and the work
 directory is removed.
 
+* The engine: the exported model runs per-star adaptive importance sampling
+  (:func:`irisml_tf.inference.engine.run_engine`) until each star's ESS reaches ``target_ess`` or
+  its ``max_draws`` are spent, under the user's ``prior`` (default: the model's training prior)
+  and the per-star A_V priors of the columns ``av_prior``/``av_prior_err``/``av_max``
+  (:mod:`irisml_tf.prior_columns`; an unusable value falls back to the file's prior and says so in
+  ``status``).
 * Output: every input row, in input order, with its original columns, then for each parameter
   (teff, logg, mh, av, rv) ``_median``, ``_p16``, ``_p84`` (importance-weighted 16/50/84 %
   quantiles), ``_mean``, ``_std``; then ``n_bands`` (bands used), ``ess``, ``is_efficiency``
-  (ESS/N), ``khat`` (PSIS k̂), ``chi2`` and ``chi2_pvalue`` (best sample, n_bands − 1 dof), ``mu``
-  (distance modulus + radius term of the best sample, mag), ``outlier_band`` (band name, empty if
-  none) and ``status`` (:mod:`irisml_tf.columns`; plus ``flag:<name>`` for each quality flag of the
-  model). Skipped rows have NaN results. An input column whose name (case-insensitively) equals an
+  (ESS per draw), ``khat`` (PSIS k̂), ``n_draws`` and ``rounds`` (the engine's draws and rounds),
+  ``chi2`` and ``chi2_pvalue`` (best returned draw, n_bands − 1 dof), ``mu`` (distance modulus +
+  radius term of that draw, mag), ``outlier_band`` (band name, empty if none) and ``status``
+  (:mod:`irisml_tf.columns`; ``prior:…`` codes; plus ``flag:<name>`` for each quality flag). Skipped rows have NaN results. An input column whose name (case-insensitively) equals an
   output column is kept under ``<name>_in`` (``_in2`` … if that is taken too).
 * Reproducible: every row gets a stateless seed from the run's seed and the row's key, its
   ``source_id`` when it has one, else its 0-based position in the input file
@@ -32,8 +38,8 @@ directory is removed.
   (~20 kB each inside the graph); ~chunk_size × samples × 24 bytes more with ``save_samples``.
   FITS, ECSV and VOTable inputs are read whole (astropy), and such outputs are assembled in
   memory; CSV and Parquet stream both ways.
-* ``save_samples`` (.h5/.hdf5 via h5py, or .npz): ``samples`` float32 [R, N, 5] (physical units),
-  ``weights`` float32 [R, N] (normalised importance weights), ``row`` int64 [R] (0-based input row),
+* ``save_samples`` (.h5/.hdf5 via h5py, or .npz): ``samples`` float32 [R, N, 5] (physical units,
+  N draws resampled from the engine's weighted draws), ``weights`` float32 [R, N] (1/N each), ``row`` int64 [R] (0-based input row),
   ``param_names``; skipped rows have NaN samples and zero weights.
 * A model whose training did not complete is used, with a warning (:func:`training_warning`).
 """
@@ -68,21 +74,27 @@ from irisml_tf.workdir import WorkDir, atomic_write
 
 __all__ = ["infer_catalog", "InferOptions", "InferSummary", "ChunkInference", "ChunkResult",
            "output_columns", "status_table", "report_columns", "require_bands", "training_warning",
-           "SAMPLE_FORMATS", "DEFAULT_CHUNK_SIZE", "DEFAULT_NUM_SAMPLES", "DEFAULT_MAX_BATCH_ELEMENTS"]
+           "SAMPLE_FORMATS", "DEFAULT_CHUNK_SIZE", "DEFAULT_NUM_SAMPLES", "DEFAULT_MAX_BATCH_ELEMENTS",
+           "DEFAULT_TARGET_ESS", "prior_key"]
 
 #: float output column ← model output
-_FROM_MODEL = {"ess": "ess", "is_efficiency": "efficiency", "khat": "khat", "chi2": "chi2",
-               "chi2_pvalue": "chi2_pvalue", "mu": "mu"}
+_FROM_MODEL = {"ess": "ess", "is_efficiency": "efficiency", "khat": "khat", "n_draws": "n_draws",
+               "rounds": "rounds", "chi2": "chi2", "chi2_pvalue": "chi2_pvalue", "mu": "mu"}
 _DIAGNOSTICS = ("n_bands", *_FROM_MODEL, "outlier_band", "status")
 SAMPLE_FORMATS = (".h5", ".hdf5", ".npz")
 DEFAULT_CHUNK_SIZE = 5000
-DEFAULT_NUM_SAMPLES = 1000
-#: stars × samples per model call. The exported graph (simulator + likelihood) peaks at ~20 kB per
-#: star × sample (measured: 65 536 → +1.5 GB, 262 144 → +6 GB); 16 384 keeps it near +0.3 GB and
-#: was as fast per star as larger batches on 2 CPU cores.
-DEFAULT_MAX_BATCH_ELEMENTS = 16_384
-#: the manifest's layout (2: per-row seeds); a work directory of another format is not resumed
-_FORMAT = 2
+DEFAULT_NUM_SAMPLES = 256
+#: the engine stops a star at this ESS: the Monte-Carlo error of a weighted quantile is then
+#: ≈ √(p(1−p)/ESS)/φ(z_p) σ, 0.07 σ for the median and 0.09 σ for p16/p84 — a tenth of the
+#: posterior's width, below what a catalogue summary needs (ESS 1000 halves it at ~2x the cost)
+DEFAULT_TARGET_ESS = 300.0
+#: stars × draws per model call (draws: the larger of samples and the engine's draws per round).
+#: The exported graph (simulator + likelihood) peaks at ~20 kB per star × draw (measured:
+#: 65 536 → +1.5 GB, 262 144 → +6 GB): 64 stars per call at the engine's 1000 draws per round.
+DEFAULT_MAX_BATCH_ELEMENTS = 65_536
+#: the manifest's layout (3: the adaptive engine, user prior); a work directory of another format is
+#: not resumed
+_FORMAT = 3
 
 
 def output_columns(param_names: Sequence[str] = PARAM_NAMES) -> list[str]:
@@ -102,7 +114,10 @@ class InferOptions:
     ``<out>.parts/`` exists; default_err: 1σ [mag] assumed for good magnitudes without a usable
     error; max_batch_elements: stars × samples per model call; stop_after: process at most this
     many chunks in this call, then stop and keep the work directory for a later ``resume`` (splits
-    long runs into sessions; used by the tests).
+    long runs into sessions; used by the tests). target_ess: the engine stops a star once its ESS
+    reaches this; max_draws: its draw budget per star (None: the model's, fixed at export; at
+    most that). prior: the user's prior, a YAML file or dict with the keys of configs/prior.yaml
+    (keys left out keep the model's training prior; None: the training prior).
     """
 
     num_samples: int = DEFAULT_NUM_SAMPLES
@@ -113,6 +128,9 @@ class InferOptions:
     default_err: float = DEFAULT_ERR
     max_batch_elements: int = DEFAULT_MAX_BATCH_ELEMENTS
     stop_after: int | None = None
+    target_ess: float = DEFAULT_TARGET_ESS
+    max_draws: int | None = None
+    prior: Path | dict | None = None
 
     def validate(self, model=None) -> InferOptions:
         """These options, checked (ValueError naming the option) and normalised (``save_samples`` a
@@ -133,10 +151,30 @@ class InferOptions:
                              f"got {self.num_samples}")
         if self.num_samples < 1:
             raise ValueError(f"`num_samples` must be ≥ 1, got {self.num_samples}")
+        if not (isinstance(self.target_ess, (int, float, np.number)) and 1 <= self.target_ess < np.inf):
+            raise ValueError(f"`target_ess` must be a number ≥ 1, got {self.target_ess!r}")
         if model is not None:
             obs = model.observation
             check_default_err(self.default_err, obs.err_min, obs.err_max)
+            engine = model.meta.engine_options
+            if self.max_draws is not None and not engine.n0 <= self.max_draws <= engine.max_draws:
+                raise ValueError(f"`max_draws` must be in {engine.n0} … {engine.max_draws} (the model's draw "
+                                 f"budget, fixed at export), got {self.max_draws}")
         return replace(self, save_samples=save_samples, seed=int(seed), default_err=float(self.default_err))
+
+
+def prior_key(prior) -> str | None:
+    """What identifies the user's prior in the manifest: the file's resolved path and contents."""
+    import hashlib
+    import json
+
+    if prior is None:
+        return None
+    if isinstance(prior, dict):
+        return "dict:" + hashlib.sha256(json.dumps(prior, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(prior)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+    return f"{path.resolve()}:{digest}"
 
 
 def _check_save_samples(path) -> Path | None:
@@ -280,14 +318,23 @@ class ChunkInference:
 
     def __init__(self, model, match: ColumnMatch, renamed: dict[str, str] | None = None, *,
                  num_samples: int, seed: int, default_err: float = DEFAULT_ERR,
-                 max_batch_elements: int = DEFAULT_MAX_BATCH_ELEMENTS, want_samples: bool = False):
+                 max_batch_elements: int = DEFAULT_MAX_BATCH_ELEMENTS, want_samples: bool = False,
+                 target_ess: float = DEFAULT_TARGET_ESS, max_draws: int | None = None, prior=None):
+        from irisml_tf.physics.prior import load_user_prior
+
         self.obs = model.observation
         check_default_err(default_err, self.obs.err_min, self.obs.err_max)
         self.model, self.match, self.renamed = model, match, dict(renamed or {})
         self.params = model.param_names
         self.default_err = default_err
         self.num_samples, self.seed = num_samples, seed
-        self.batch = max(1, max_batch_elements // num_samples)
+        self.target_ess, self.max_draws = float(target_ess), max_draws
+        self.prior = load_user_prior(prior, model.meta.config["prior"], model.meta.lower, model.meta.upper)
+        self.prior_params = self.prior.params
+        av = self.prior.config["av"]
+        self.av_support = (max(av["offset"], model.meta.lower[3]), min(av["max"], model.meta.upper[3]))
+        draws = max(num_samples, model.meta.engine_options.draws_per_round)
+        self.batch = max(1, max_batch_elements // draws)
         self.want_samples = want_samples
 
     @classmethod
@@ -297,17 +344,23 @@ class ChunkInference:
         return cls(model, match_columns(columns), _rename_collisions(columns, output_columns(model.param_names)),
                    num_samples=options.num_samples, seed=int(options.seed), default_err=options.default_err,
                    max_batch_elements=options.max_batch_elements,
-                   want_samples=options.save_samples is not None)
+                   want_samples=options.save_samples is not None, target_ess=options.target_ess,
+                   max_draws=options.max_draws, prior=options.prior)
 
     def __call__(self, df: pd.DataFrame, start: int | None = None) -> ChunkResult:
         """The chunk ``df`` inferred; ``start``: the 0-based input position of its first row (the
         key of rows without a source_id), or None for a HATS partition (its spatial index)."""
+        from irisml_tf.prior_columns import read_av_prior
+
         prep = prepare_rows(df, self.match, bands=self.model.bands, min_bands=self.obs.min_bands,
                             err_min=self.obs.err_min, err_max=self.obs.err_max, default_err=self.default_err)
-        outputs = self._run_model(prep, row_seeds(df, self.seed, start))
+        av = read_av_prior(df, *self.av_support)
+        for codes, extra in zip(prep.codes, av.codes):
+            codes.extend(extra)
+        outputs = self._run_model(prep, row_seeds(df, self.seed, start), av)
         return ChunkResult(self._frame(df, prep, outputs), outputs.samples, outputs.weights, len(outputs.rows))
 
-    def _run_model(self, prep: Prepared, seeds: np.ndarray) -> _ModelOutputs:
+    def _run_model(self, prep: Prepared, seeds: np.ndarray, av) -> _ModelOutputs:
         r, n = len(prep.skip), self.num_samples
         res = {f"{p}_{s}": np.full(r, np.nan, np.float32) for p in self.params for s in SUMMARY_NAMES}
         diag = {k: np.full(r, np.nan, np.float32) for k in _FROM_MODEL}
@@ -319,7 +372,9 @@ class ChunkInference:
             idx = rows[start:start + self.batch]
             k = max(int(prep.n_bands[idx].max()), 1)  # rows are left-packed: trim the pads
             o = self.model.run(prep.band_index[idx, :k], prep.mag[idx, :k], prep.mag_err[idx, :k], n,
-                               seed=seeds[idx])
+                               seed=seeds[idx], target_ess=self.target_ess, max_draws=self.max_draws,
+                               prior_params=self.prior_params, av_prior=av.av_prior[idx],
+                               av_prior_err=av.av_prior_err[idx], av_max=av.av_max[idx])
             for j, p in enumerate(self.params):
                 for s in SUMMARY_NAMES:
                     res[f"{p}_{s}"][idx] = o[s][:, j]
@@ -362,6 +417,8 @@ def _settings(catalog: Path, model, options: InferOptions) -> dict:
             "input_mtime_ns": stat.st_mtime_ns, "model": str(Path(model.path).resolve()),
             "model_step": model.meta.training.step,
             "num_samples": options.num_samples, "seed": options.seed, "chunk_size": options.chunk_size,
+            "target_ess": float(options.target_ess), "max_draws": options.max_draws,
+            "prior": prior_key(options.prior),
             "default_err": options.default_err, "max_batch_elements": options.max_batch_elements,
             "save_samples": str(Path(save).resolve()) if save else None}
 
@@ -508,10 +565,18 @@ def _progress_total(chunks: TableChunks, catalog: Path, progress: bool) -> int |
 
 # --- the job -------------------------------------------------------------------------------------
 
-def report_columns(runner: ChunkInference, model, say: Callable[[str], None]) -> None:
-    """Tell ``say`` which columns give which band, which are ignored, and which are renamed."""
+def report_columns(runner: ChunkInference, model, say: Callable[[str], None], columns=()) -> None:
+    """Tell ``say`` which columns give which band, which are ignored, and which are renamed; the
+    prior in use, its warnings, and the per-star A_V prior columns found among ``columns``."""
+    from irisml_tf.prior_columns import match_av_prior_columns
+
     match = runner.match
     say(match.report())
+    av = match_av_prior_columns(columns)
+    if av:
+        say("per-star A_V prior columns: " + ", ".join(f"{v} ({k})" for k, v in av.items()))
+    for warning in runner.prior.warnings:
+        say(f"warning: {warning}")
     unknown = [b for b in match.band_names if b not in model.bands]
     if unknown:
         say(f"bands the model does not use (ignored): {', '.join(unknown)}")
@@ -593,7 +658,10 @@ def infer_catalog(model, catalog, out, options: InferOptions | None = None, *, p
     first = next(chunks)
     columns = list(first.columns)
     runner = ChunkInference.for_columns(model, columns, options)
-    report_columns(runner, model, say)
+    report_columns(runner, model, say, columns)
+    if options.prior is not None:
+        say(f"prior: {options.prior if not isinstance(options.prior, dict) else 'as given'} "
+            "(keys left out keep the model's training prior)")
     out.parent.mkdir(parents=True, exist_ok=True)
     attrs = {"seed": options.seed, "num_samples": options.num_samples, "model": str(model.path),
              "catalog": str(catalog)}

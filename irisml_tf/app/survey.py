@@ -49,9 +49,11 @@ import pyarrow as pa
 from irisml_tf.app.infer import (
     DEFAULT_MAX_BATCH_ELEMENTS,
     DEFAULT_NUM_SAMPLES,
+    DEFAULT_TARGET_ESS,
     ChunkInference,
     InferOptions,
     output_columns,
+    prior_key,
     report_columns,
     require_bands,
     status_table,
@@ -66,8 +68,8 @@ from irisml_tf.workdir import WorkDir
 __all__ = ["survey_catalog", "write_survey", "run_survey", "open_catalog", "SurveyOptions", "SurveySummary",
            "SurveyError", "PartitionInference", "worker_model", "model_loads", "dask_client",
            "available_cores"]
-#: the settings file's layout; a run of another format is not resumed
-_FORMAT = 1
+#: the settings file's layout (2: the adaptive engine, user prior); a run of another format is not resumed
+_FORMAT = 2
 
 
 class SurveyError(ValueError):
@@ -87,8 +89,8 @@ def _lsdb():
 class SurveyOptions:
     """The settings of a survey run.
 
-    num_samples, seed, default_err, max_batch_elements: as for ``infer``
-    (:class:`~irisml_tf.app.infer.InferOptions`). workers: processes of the ``LocalCluster``
+    num_samples, seed, default_err, max_batch_elements, target_ess, max_draws, prior: as for
+    ``infer`` (:class:`~irisml_tf.app.infer.InferOptions`). workers: processes of the ``LocalCluster``
     (default: one per core); scheduler: the address of a running Dask scheduler to use instead
     (``tcp://host:8786``); tf_threads: TensorFlow intra-/inter-op threads per ``LocalCluster``
     worker (default: cores // workers); resume: continue the run whose ``<out>.survey/`` exists.
@@ -102,11 +104,15 @@ class SurveyOptions:
     scheduler: str | None = None
     tf_threads: int | None = None
     resume: bool = False
+    target_ess: float = DEFAULT_TARGET_ESS
+    max_draws: int | None = None
+    prior: Path | dict | None = None
 
     def infer_options(self) -> InferOptions:
         """The per-chunk settings ``infer`` would run with."""
         return InferOptions(num_samples=self.num_samples, seed=self.seed, default_err=self.default_err,
-                            max_batch_elements=self.max_batch_elements)
+                            max_batch_elements=self.max_batch_elements, target_ess=self.target_ess,
+                            max_draws=self.max_draws, prior=self.prior)
 
     def validate(self, model=None) -> SurveyOptions:
         """These options, checked (ValueError naming the option; with ``model`` also against its
@@ -289,7 +295,7 @@ def _posteriors(catalog, model, options: SurveyOptions, echo) -> tuple:
     columns = list(catalog.columns)
     runner = ChunkInference.for_columns(model, columns, options.infer_options())
     if echo is not None:
-        report_columns(runner, model, echo)
+        report_columns(runner, model, echo, columns)
     require_bands(runner, model, catalog.name, columns)
     dtypes = _output_dtypes(model.param_names)
     meta = catalog.meta.rename(columns=runner.renamed) if runner.renamed else catalog.meta.copy()
@@ -309,7 +315,8 @@ def _settings(catalog, model, options: SurveyOptions) -> dict:
             "input_rows": info.total_rows, "partitions": len(catalog.get_healpix_pixels()),
             "model": str(Path(model.path).resolve()), "model_step": model.meta.training.step,
             "num_samples": options.num_samples, "seed": options.seed, "default_err": options.default_err,
-            "max_batch_elements": options.max_batch_elements}
+            "max_batch_elements": options.max_batch_elements, "target_ess": float(options.target_ess),
+            "max_draws": options.max_draws, "prior": prior_key(options.prior)}
 
 
 def _open_work(out: Path, settings: Mapping, resume: bool, say) -> WorkDir:
