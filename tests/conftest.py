@@ -104,12 +104,20 @@ def tiny_run(tiny_training) -> Path:
     return tiny_training[0]
 
 
+def tiny_engine():
+    """A small draw budget for tests (an untrained tiny flow makes every star use all of it)."""
+    from irisml_tf.inference.adaptive import AdaptiveOptions
+
+    return AdaptiveOptions(max_draws=1256, n0=256, draws_per_round=250, locate_steps=10, newton_steps=5)
+
+
 @pytest.fixture(scope="session")
 def tiny_export(tiny_run, tmp_path_factory) -> Path:
     """The SavedModel of `tiny_run` (irisml_tf.serving.export_model)."""
     from irisml_tf.serving import export_model
 
-    return export_model(tiny_run, tmp_path_factory.mktemp("tiny_export") / "model", max_samples=4096)
+    return export_model(tiny_run, tmp_path_factory.mktemp("tiny_export") / "model", max_samples=4096,
+                        engine=tiny_engine())
 
 
 @pytest.fixture(scope="session")
