@@ -22,7 +22,8 @@ directory is removed.
   (ESS per draw), ``khat`` (PSIS k̂), ``n_draws`` and ``rounds`` (the engine's draws and rounds),
   ``chi2`` and ``chi2_pvalue`` (best returned draw, n_bands − 1 dof), ``mu`` (distance modulus +
   radius term of that draw, mag), ``outlier_band`` (band name, empty if none) and ``status``
-  (:mod:`irisml_tf.columns`; ``prior:…`` codes; plus ``flag:<name>`` for each quality flag). Skipped rows have NaN results. An input column whose name (case-insensitively) equals an
+  (:mod:`irisml_tf.columns`; ``prior:…`` codes; plus ``flag:<name>`` for each quality flag).
+  Skipped rows have NaN results. An input column whose name (case-insensitively) equals an
   output column is kept under ``<name>_in`` (``_in2`` … if that is taken too).
 * Reproducible: every row gets a stateless seed from the run's seed and the row's key, its
   ``source_id`` when it has one, else its 0-based position in the input file
@@ -32,15 +33,15 @@ directory is removed.
   products).
 * Resume: an interrupted run leaves ``<out>.parts/``; ``resume=True`` skips the chunks done. It
   refuses when the input file (size, mtime), the model, the seed, samples, chunk size, default
-  error, batch bound or samples file differ from the manifest. Without ``resume`` an existing work
+  error, batch bound, samples file, target ESS, draw budget or prior differ from the manifest. Without ``resume`` an existing work
   directory is an error (nothing is deleted).
 * Memory: one chunk at a time, model calls of at most ``max_batch_elements`` stars × samples
   (~20 kB each inside the graph); ~chunk_size × samples × 24 bytes more with ``save_samples``.
   FITS, ECSV and VOTable inputs are read whole (astropy), and such outputs are assembled in
   memory; CSV and Parquet stream both ways.
 * ``save_samples`` (.h5/.hdf5 via h5py, or .npz): ``samples`` float32 [R, N, 5] (physical units,
-  N draws resampled from the engine's weighted draws), ``weights`` float32 [R, N] (1/N each), ``row`` int64 [R] (0-based input row),
-  ``param_names``; skipped rows have NaN samples and zero weights.
+  N draws resampled from the engine's weighted draws), ``weights`` float32 [R, N] (1/N each),
+  ``row`` int64 [R] (0-based input row), ``param_names``; skipped rows have NaN samples and zero weights.
 * A model whose training did not complete is used, with a warning (:func:`training_warning`).
 """
 from __future__ import annotations
