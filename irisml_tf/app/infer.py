@@ -33,8 +33,8 @@ directory is removed.
   products).
 * Resume: an interrupted run leaves ``<out>.parts/``; ``resume=True`` skips the chunks done. It
   refuses when the input file (size, mtime), the model, the seed, samples, chunk size, default
-  error, batch bound, samples file, target ESS, draw budget or prior differ from the manifest. Without ``resume`` an existing work
-  directory is an error (nothing is deleted).
+  error, batch bound, samples file, target ESS, draw budget or prior differ from the manifest.
+  Without ``resume`` an existing work directory is an error (nothing is deleted).
 * Memory: one chunk at a time, model calls of at most ``max_batch_elements`` stars × samples
   (~20 kB each inside the graph); ~chunk_size × samples × 24 bytes more with ``save_samples``.
   FITS, ECSV and VOTable inputs are read whole (astropy), and such outputs are assembled in
