@@ -1,16 +1,18 @@
-"""Inference throughput: stars/s and posterior samples/s with importance weights.
+"""Inference throughput of the adaptive engine: stars/s at a target ESS.
 
-    python benchmarks/bench_infer.py                       # the shipped model, 1000 samples/star
-    python benchmarks/bench_infer.py --model DIR --stars 64 --samples 1000 --repeats 5
+    python benchmarks/bench_infer.py                       # the shipped model, ESS 1000 and 300
+    python benchmarks/bench_infer.py --model DIR --stars 64 --target-ess 1000 300 --sets all random
 
-Two paths on the same simulated stars (the test stars of irisml_tf.data.testsets, band set
-"random": the model's own prior and observation model, seed fixed):
-  library     run_importance_sampling in a tf.function (XLA simulator), the model rebuilt from
-              the export's assets/run (the same weights);
+Two paths on the same simulated stars (the test stars of irisml_tf.data.testsets: the model's own
+prior and observation model, seed fixed; band sets as `irisml-tf evaluate` names them):
+  library     run_engine in a tf.function (XLA simulator), the model rebuilt from the export's
+              assets/run (the same weights);
   savedmodel  the exported signature through tf.saved_model.load (ExportedModel.run), as
               `irisml-tf infer` and TF Serving run it (no XLA).
-Each call does everything per star: N flow samples with log q, simulation, likelihood, prior,
-weights, PSIS k̂, summaries and flags. One warm-up call, then the median of --repeats timed calls.
+Each call does everything per star: flow draws, mode search, adaptive rounds until the ESS
+target or the draw budget, PSIS k̂, summaries, 256 resampled draws and the flags. One warm-up
+call, then the median of --repeats timed calls; also the share of stars that reached the target
+and the median draws per star.
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="exported model dir (default: the shipped model)")
     ap.add_argument("--stars", type=int, default=64, help="stars per call (default 64)")
-    ap.add_argument("--samples", type=int, default=1000, help="posterior samples per star (default 1000)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed calls per path (default 5)")
+    ap.add_argument("--target-ess", type=float, nargs="+", default=[1000.0, 300.0])
+    ap.add_argument("--sets", nargs="+", default=["all", "random"], help="band sets (default all random)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per path (default 3)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -35,46 +38,50 @@ def main() -> None:
     import tensorflow as tf
 
     from irisml_tf.data.testsets import simulate_test_sets
-    from irisml_tf.inference.importance import run_importance_sampling
+    from irisml_tf.inference.engine import run_engine
+    from irisml_tf.rowseed import call_seeds
     from irisml_tf.rundir import load_posterior
     from irisml_tf.serving import load_model
 
     model = load_model(args.model)
     sim, prior = model.physics()
-    _, sets = simulate_test_sets(sim, prior, model.observation, args.stars, args.seed, ["random"])
-    inputs = sets["random"]
+    _, sets = simulate_test_sets(sim, prior, model.observation, args.stars, args.seed, args.sets)
     posterior = load_posterior(model.run_dir)
-    sys_floor = model.observation.sys_floor
+    sys_floor, engine = model.observation.sys_floor, model.meta.engine_options
 
     @tf.function(reduce_retracing=True)
-    def library(band_index, mag, mag_err, seed):
-        out = run_importance_sampling(posterior, sim, prior, {"band_index": band_index, "mag": mag,
-                                                              "mag_err": mag_err},
-                                      args.samples, seed, sys_floor)
-        return out["median"], out["ess"], out["khat"]
-
-    def run_library(i):
-        return [t.numpy() for t in library(*(tf.constant(inputs[k]) for k in ("band_index", "mag", "mag_err")),
-                                           tf.constant([args.seed, i], tf.int32))]
-
-    def run_saved(i):
-        return model.run(inputs["band_index"], inputs["mag"], inputs["mag_err"], args.samples,
-                         seed=[args.seed, i])
+    def library(band_index, mag, mag_err, seed, target):
+        out = run_engine(posterior, sim, prior, {"band_index": band_index, "mag": mag, "mag_err": mag_err},
+                         seed, sys_floor, options=engine, num_samples=256, target_ess=target)
+        return {k: out[k] for k in ("median", "ess", "n_draws", "converged")}
 
     print(f"irisml-tf inference benchmark: model {model.path} (step {model.meta.training.step}), "
-          f"{args.stars} stars × {args.samples} samples per call, median of {args.repeats}, "
-          f"TF {tf.__version__}, {os.cpu_count()} CPUs, "
-          f"mean {np.mean((inputs['band_index'] >= 0).sum(1)):.1f} bands/star")
-    for name, fn in (("library", run_library), ("savedmodel", run_saved)):
-        fn(0)  # trace / warm up
-        times = []
-        for i in range(args.repeats):
-            t0 = time.perf_counter()
-            fn(i + 1)
-            times.append(time.perf_counter() - t0)
-        med = statistics.median(times)
-        print(f"{name:10s}: {med * 1e3:8.1f} ms/call (runs {', '.join(f'{t:.3f}' for t in times)} s) → "
-              f"{args.stars / med:9.1f} stars/s, {args.stars * args.samples / med:.3g} samples/s")
+          f"{args.stars} stars per call, median of {args.repeats}, TF {tf.__version__}, {os.cpu_count()} CPUs")
+    for name, x in sets.items():
+        print(f"band set {name}: mean {np.mean((x['band_index'] >= 0).sum(1)):.1f} bands/star")
+        for target in args.target_ess:
+            def run_library(i, x=x, target=target):
+                out = library(*(tf.constant(x[k]) for k in ("band_index", "mag", "mag_err")),
+                              tf.constant(call_seeds([args.seed, i], args.stars)), tf.constant(target, tf.float32))
+                return {k: v.numpy() for k, v in out.items()}
+
+            def run_saved(i, x=x, target=target):
+                return model.run(x["band_index"], x["mag"], x["mag_err"], 256, seed=[args.seed, i],
+                                 target_ess=target)
+
+            for path, fn in (("library", run_library), ("savedmodel", run_saved)):
+                fn(0)  # trace / warm up
+                times, outs = [], []
+                for i in range(args.repeats):
+                    t0 = time.perf_counter()
+                    outs.append(fn(i + 1))
+                    times.append(time.perf_counter() - t0)
+                med = statistics.median(times)
+                reach = np.mean([o["converged"].mean() for o in outs])
+                draws = np.median(np.concatenate([o["n_draws"] for o in outs]))
+                print(f"  ESS {target:6.0f} {path:10s}: {med / args.stars * 1e3:7.1f} ms/star "
+                      f"{args.stars / med:7.1f} stars/s (runs {', '.join(f'{t:.1f}' for t in times)} s); "
+                      f"reached {100 * reach:5.1f} %, median draws {draws:.0f}")
 
 
 if __name__ == "__main__":

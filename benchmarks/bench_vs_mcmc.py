@@ -1,4 +1,4 @@
-"""Time to 1000 effective posterior samples per star: NPE + importance sampling vs emcee.
+"""Time to 1000 effective posterior samples per star: the adaptive engine vs emcee.
 
     python benchmarks/bench_vs_mcmc.py [--model DIR] [--stars 20] [--seed 0] [--bands gwm|all] [--quick]
 
@@ -6,10 +6,11 @@ Stars: `irisml-tf evaluate`'s test stars (:func:`irisml_tf.data.testsets.simulat
 the model's prior, THE simulator, the model's observation model) in a fixed band set: by default the
 realistic Gaia G/BP/RP + 2MASS J/H/Ks + WISE W1/W2 (8 bands), or all 25 with ``--bands all``.
 
-NPE + IS: one batched ``model.run`` for all stars (as a catalogue is run), with N samples per star
-chosen from a pilot run's efficiency so that every star reaches ESS ≥ target (N capped at the
-model's max_samples; stars still short are reported). Timed as the median of 5 calls after a
-warm-up; time per star = batch time / stars.
+Engine: one batched ``model.run`` for all stars (as a catalogue is run) at ``target_ess`` (per-star
+adaptive importance sampling: each star stops at ESS ≥ target or at the model's draw budget; stars
+still short are reported). Timed as the median of 5 calls after a warm-up; time per star = batch
+time / stars. The comparison with emcee uses the 1000 draws resampled from each star's weighted
+draws.
 
 emcee: per star, :func:`irisml_tf.inference.mcmc.mcmc_reference` (the one MCMC-vs-NPE comparison)
 on the same likelihood and prior (the model's sys_floor and prior config), 32 walkers, burn-in 500
@@ -31,23 +32,15 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def time_npe(model, bi, mag, err, target_ess: float, seed: int, reps: int = 5):
-    """Pick N from a pilot run, then the median batch time of ``reps`` calls: (N, seconds, out)."""
-    import math
-
-    import numpy as np
-
-    cap = int(model.meta.max_samples)
-    pilot = model.run(bi, mag, err, min(2000, cap), seed)
-    eff = np.maximum(pilot["efficiency"], 1e-6)
-    # 1.25 × what the worst star needs (the efficiency estimate is noisy), in thousands
-    n = min(cap, max(1000, int(math.ceil(1.25 * target_ess / eff.min() / 1000.0)) * 1000))
-    model.run(bi, mag, err, n, seed)  # warm-up at this shape
+    """The adaptive engine at ``target_ess`` (one batched call, as a catalogue is run): the median
+    batch time of ``reps`` calls after a warm-up, and the outputs: (seconds, out)."""
+    model.run(bi, mag, err, 1000, seed, target_ess=target_ess)  # warm-up at this shape
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        out = model.run(bi, mag, err, n, seed)
+        out = model.run(bi, mag, err, 1000, seed, target_ess=target_ess)
         times.append(time.perf_counter() - t0)
-    return n, statistics.median(times), out
+    return statistics.median(times), out
 
 
 def mcmc_rows(model, stars, out, t_npe: float, target: float, burn: int, seed: int) -> list[float]:
@@ -108,19 +101,19 @@ def main(argv=None) -> None:
           f"(observed: {int((bi >= 0).sum(1).min())}–{int((bi >= 0).sum(1).max())} per star); "
           f"target ESS {target:g}; cores {os.cpu_count()}")
 
-    n, t_batch, out = time_npe(model, bi, mag, err, target, args.seed)
+    t_batch, out = time_npe(model, bi, mag, err, target, args.seed)
     t_npe = t_batch / stars
     short = np.flatnonzero(out["ess"] < target)
-    print(f"NPE+IS: one batch of {stars} stars × N={n} samples, median of 5 calls {t_batch:.3f} s "
-          f"→ {t_npe * 1e3:.2f} ms per star")
+    print(f"engine: one batch of {stars} stars, median of 5 calls {t_batch:.3f} s → {t_npe * 1e3:.2f} ms "
+          f"per star; draws per star median {np.median(out['n_draws']):.0f}, max {out['n_draws'].max()}")
     if short.size:
-        print(f"NPE+IS: stars {short.tolist()} reach only ESS {np.round(out['ess'][short]).tolist()} "
-              f"< {target:g} at N={n} (the cap is max_samples={model.meta.max_samples})")
+        print(f"engine: stars {short.tolist()} reach only ESS {np.round(out['ess'][short]).tolist()} "
+              f"< {target:g} within the draw budget ({model.meta.engine_options.max_draws})")
 
     med = statistics.median(mcmc_rows(model, (theta, bi, mag, err), out, t_npe, target, burn, args.seed))
-    print(f"median emcee time per star: {med:.2f} s; NPE+IS time per star: {t_npe * 1e3:.2f} ms "
-          f"(batch of {stars}, N={n})")
-    print("ratio = median emcee wall time per star to ESS ≥ target / (NPE+IS batch time / stars)")
+    print(f"median emcee time per star: {med:.2f} s; engine time per star: {t_npe * 1e3:.2f} ms "
+          f"(batch of {stars})")
+    print("ratio = median emcee wall time per star to ESS ≥ target / (engine batch time / stars)")
     ratio = med / t_npe
     print(f"{ratio:.0f}x" if ratio >= 100 else f"{ratio:.3g}x")
 
