@@ -14,6 +14,7 @@ of an unfinished run) to OUT_DIR as a SavedModel with one signature, `serving_de
 \b
   inputs:  band_index int32 [B, K] (-1 pads), mag float32 [B, K], mag_err float32 [B, K],
            num_samples int32 scalar, seed int32 [B, 2], target_ess float32 scalar,
+           max_draws int32 scalar (at most --max-draws),
            prior_params float32 [21], av_prior, av_prior_err, av_max float32 [B] (NaN = none)
   outputs: samples [B, N, 5] (teff K, logg dex, mh dex, av mag, rv), weights [B, N];
            ess, efficiency, khat, log_evidence, chi2, chi2_pvalue, mu [B]; n_draws, rounds,

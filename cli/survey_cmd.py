@@ -39,15 +39,21 @@ Needs the survey extra: pip install "irisml-tf[survey]".""")
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler to use instead of a LocalCluster.")
 @click.option("--tf-threads", type=click.IntRange(min=1), default=None,
               help="TensorFlow threads per LocalCluster worker. Default: cores / workers.")
-@click.option("--samples", "num_samples", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Posterior samples per star.")
+@click.option("--samples", "num_samples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Posterior draws per star resampled from the weighted draws (the flags use them).")
+@click.option("--target-ess", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Stop a star once its effective sample size reaches this (as `infer`).")
+@click.option("--max-draws", type=click.IntRange(min=1), default=None,
+              help="Draw budget per star [default: the model's; at most that].")
+@click.option("--prior", "prior_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Your prior (YAML, keys of configs/prior.yaml); keys left out keep the training prior.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
 @click.option("--default-err", type=float, default=0.05, show_default=True,
               help="1σ error (mag) assumed for a good magnitude whose error is missing.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (its settings are in <out>.survey/).")
 @click.option("--quiet", is_flag=True, help="No progress bar (or progress lines).")
-def survey(input_hats, out, model_dir, workers, scheduler, tf_threads, num_samples, seed, default_err, resume,
-           quiet) -> None:
+def survey(input_hats, out, model_dir, workers, scheduler, tf_threads, num_samples, target_ess, max_draws,
+           prior_file, seed, default_err, resume, quiet) -> None:
     from irisml_tf.app.survey import SurveyError, SurveyOptions, run_survey
     from irisml_tf.extras import MissingExtra
     from irisml_tf.serving import default_model_path
@@ -58,7 +64,8 @@ def survey(input_hats, out, model_dir, workers, scheduler, tf_threads, num_sampl
             raise click.UsageError(f"no --model given and no shipped model at {model_dir}: pass --model DIR "
                                    "(an `irisml-tf export` directory) or set $IRISML_TF_MODEL")
     options = SurveyOptions(num_samples=num_samples, seed=seed, default_err=default_err, workers=workers,
-                            scheduler=scheduler, tf_threads=tf_threads, resume=resume)
+                            scheduler=scheduler, tf_threads=tf_threads, resume=resume, target_ess=target_ess,
+                            max_draws=max_draws, prior=prior_file)
     try:
         summary = run_survey(input_hats, out, model_dir, options, progress=not quiet, echo=click.echo)
     except KeyboardInterrupt:

@@ -131,9 +131,9 @@ class ModelMeta:
         tr = {k: v for k, v in (d.pop("training", None) or {}).items() if k in TrainingRecord.__dataclass_fields__}
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if d.get("format", 1) < 2:
-            raise ValueError("this model was exported by irisml-tf < 0.3 (flow-only importance sampling); "
-                             "re-export it: `irisml-tf export RUN_DIR OUT_DIR --overwrite` (RUN_DIR is its "
-                             "assets/run)")
+            raise ValueError("this model was exported by an older irisml-tf (flow-only importance "
+                             "sampling); re-export it into a NEW directory: `irisml-tf export MODEL/assets/run "
+                             "NEW_DIR` (its weights and config are in assets/run)")
         for k in ("bands", "param_names", "lower", "upper", "prior_param_names", "prior_params"):
             known[k] = tuple(known.get(k, ()))
         return cls(training=TrainingRecord(**tr), **known)
@@ -223,6 +223,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_samples: int =
         raise FileNotFoundError(f"{run_dir} is not a training run directory (no config.yaml)")
     if max_samples < 1:
         raise ValueError(f"`max_samples` must be >= 1, got {max_samples}")
+    if run_dir.resolve().is_relative_to(out_dir.resolve()):
+        raise ValueError(f"{out_dir} holds the run being exported ({run_dir}): export into another directory")
     if out_dir.exists():
         if not overwrite:
             raise FileExistsError(f"{out_dir} exists; pass overwrite=True (CLI: --overwrite) to replace it")
@@ -237,6 +239,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_samples: int =
     # the run itself (config + weights) rides along, so the library can rebuild the same model
     (out_dir / "assets" / "run").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "config.yaml", out_dir / "assets" / "run" / "config.yaml")
+    if (run_dir / "metrics.json").exists():  # the training record survives a re-export from assets/run
+        shutil.copyfile(run_dir / "metrics.json", out_dir / "assets" / "run" / "metrics.json")
     posterior.save_weights(str(out_dir / "assets" / "run" / "final.weights.h5"))
     meta = _meta(run_dir, config, simulator, prior, max_samples, engine)
     (out_dir / "assets" / META_FILE).write_text(json.dumps(meta.to_json(), indent=1) + "\n")

@@ -1,6 +1,7 @@
 """Per-star quality flags, in TensorFlow (bool / int32 tensors; names are attached in Python later).
 
-- ``low_efficiency``: importance-sampling efficiency ESS/N below ``min_efficiency``.
+- ``low_efficiency``: importance-sampling efficiency below ``min_efficiency`` (the engine passes
+  ESS / target ESS with ``min_efficiency`` = 1: the star stopped short of its target ESS).
 - ``high_khat``: Pareto k̂ above ``max_khat`` (0.7: the weights cannot be trusted).
 - ``bad_chi2``: the best (maximum-likelihood) sample's χ² is improbable: p-value of χ² with
   n_bands − 1 degrees of freedom (μ is fitted) below ``chi2_pvalue_threshold``. Conservative: θ is fitted
