@@ -235,7 +235,10 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_samples: int =
     prior = Prior(config["prior"], simulator.grid)
     engine = engine or AdaptiveOptions()
     module = _Serving(posterior, simulator, prior, config["observation"]["sys_floor"], max_samples, engine)
-    tf.saved_model.save(module, str(out_dir), signatures={SIGNATURE: module.serve})
+    # no custom-gradient tracing: serving never differentiates, and tracing the engine's many
+    # gradient functions made the save several times slower
+    tf.saved_model.save(module, str(out_dir), signatures={SIGNATURE: module.serve},
+                        options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
     # the run itself (config + weights) rides along, so the library can rebuild the same model
     (out_dir / "assets" / "run").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "config.yaml", out_dir / "assets" / "run" / "config.yaml")

@@ -22,7 +22,6 @@ from click.testing import CliRunner
 from conftest import TINY
 from irisml_tf.serving import (
     OUTPUT_KEYS,
-    check_export,
     compare_outputs,
     default_model_path,
     load_model,
@@ -114,12 +113,6 @@ def test_run_validates_and_handles_empty(tiny_model):
     assert empty["samples"].shape == (0, 10, 5) and empty["median"].shape == (0, 5)
 
 
-def test_clean_process_matches_library(tiny_export):
-    result = check_export(tiny_export)
-    assert result.modules == ()
-    assert result.ok, result
-
-
 def test_saved_model_cli_run(tiny_export, tiny_model, tmp_path):
     """The C++ loader path (TF Serving's): `saved_model_cli run` with Python-literal inputs."""
     from irisml_tf.rowseed import call_seeds
@@ -152,7 +145,7 @@ def test_cli_export(tiny_run, tmp_path):
 
     out = tmp_path / "m"
     res = CliRunner().invoke(main, ["export", str(tiny_run), str(out), "--no-check", "--max-samples", "500"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0 and "warning" not in res.output, res.output
     assert (out / "saved_model.pb").exists() and load_model(out).meta.max_samples == 500
     res = CliRunner().invoke(main, ["export", str(tiny_run), str(out), "--no-check"])
     assert res.exit_code != 0 and "--overwrite" in res.output
@@ -195,7 +188,8 @@ def test_export_job_of_a_fresh_run_passes_its_check(tiny_run, tmp_path):
     from irisml_tf.app.export import ExportOptions, export_run
 
     result = export_run(ExportOptions(run_dir=tiny_run, out_dir=tmp_path / "m", max_samples=500, max_draws=1256))
-    assert result.ok and result.check is not None and result.check.ok, result.check
+    assert result.check is not None and result.check.modules == ()  # a TensorFlow-only process ran it
+    assert result.ok and result.check.ok, result.check
     assert result.complete and result.training_note() is None
     assert result.training.step == result.training.steps_total == TINY["training"]["steps"]
     assert result.size_bytes > 0 and (result.out_dir / "saved_model.pb").exists()
@@ -217,8 +211,6 @@ def test_export_job_says_a_run_is_interrupted(tiny_run, tmp_path):
     res = CliRunner().invoke(main, ["export", str(run), str(tmp_path / "m2"), "--no-check"])
     assert res.exit_code == 0, res.output
     assert "warning: the run did not finish training" in res.output and "step 20 of 40" in res.output
-    res = CliRunner().invoke(main, ["export", str(tiny_run), str(tmp_path / "m3"), "--no-check"])
-    assert res.exit_code == 0 and "warning" not in res.output
 
 
 # -- the shipped model as package data ----------------------------------------------------------
