@@ -44,7 +44,8 @@ magnitude, colour and ecliptic latitude (PyPI ``gaiadr3-zeropoint``). Our defaul
 (:mod:`irisml_tf.parallax_columns`); the functions here take corrected parallaxes. Give 0 for
 parallaxes you corrected yourself.
 
-TensorFlow ops (imported inside the functions, so the constants load without TensorFlow),
+TensorFlow ops (TensorFlow and scipy are imported inside the functions, so the constants load
+without them: :mod:`irisml_tf.parallax_columns` reads the zero point),
 batched over [B, N] (N θ draws per star), usable inside ``tf.function`` and SavedModels.
 """
 from __future__ import annotations
@@ -54,8 +55,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy.linalg import eigh_tridiagonal
-from scipy.special import ndtri
 
 __all__ = ["LOGG_SUN", "TEFF_SUN", "GAIA_DR3_ZERO_POINT", "DEFAULT_ZERO_POINT", "GAIA_DR3_PARALLAX_ERROR",
            "QUADRATURE_NODES", "MassPrior", "distance_modulus_moments", "log_parallax_integral",
@@ -131,6 +130,8 @@ class SimulatedParallax(NamedTuple):
 def _half_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of ∫_0^∞ e^(−x²) g(x) dx ≈ Σ w_i g(x_i), exact for polynomials of degree
     < 2n (discretised Stieltjes procedure on a fine Gauss–Legendre grid, then Golub–Welsch)."""
+    from scipy.linalg import eigh_tridiagonal
+
     t, w = np.polynomial.legendre.leggauss(2000)
     top = 12.0  # e^(−144): nothing beyond
     x = 0.5 * top * (t + 1.0)
@@ -383,6 +384,7 @@ def _sample_s(plx, err, mean, var, u_piece, u_cell):
     quadrature weight, then s inside it by inverse CDF in the half-normal's own probability
     coordinate, where the density is r: _SAMPLE_CELLS cells, uniform inside each."""
     import tensorflow as tf
+    from scipy.special import ndtri
 
     env = _envelopes(plx, err, mean, var)
     terms = _quadrature_terms(plx, err, mean, var, env)
