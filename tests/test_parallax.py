@@ -135,17 +135,31 @@ def test_gradients_finite_and_match_finite_differences():
 
 
 def test_traced_and_saved(tmp_path):
+    """All three entry points run inside tf.function and a SavedModel, giving the eager answers."""
     draws, rows = tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.float32)
-    spec = [draws, rows, draws, rows, rows]
     module = tf.Module()
-    module.f = tf.function(lambda *a: P.parallax_log_likelihood(*a), input_signature=spec)
+    module.loglik = tf.function(lambda *a: P.parallax_log_likelihood(*a),
+                                input_signature=[draws, rows, draws, rows, rows])
+    module.derived = tf.function(lambda *a: P.sample_derived(*a[:6], seed=a[6]),
+                                 input_signature=[draws, rows, draws, draws, rows, rows,
+                                                  tf.TensorSpec([None, 2], tf.int32)])
+    module.simulate = tf.function(lambda *a: P.simulate_parallax(*a[:3], seed=a[3])._asdict(),
+                                  input_signature=[rows, rows, rows, tf.TensorSpec([2], tf.int32)])
     args = (np.float32([[2.0, 3.0], [1.0, 1.5]]), np.float32([100, 50]), np.float32([[4.4, 3.0], [2.0, 2.5]]),
             np.float32([10, np.nan]), np.float32([0.1, 0.1]))
+    derived_args = (*args[:3], np.float32([[5000, 4000], [6000, 7000]]), *args[3:], np.int32([[1, 2], [3, 4]]))
+    sim_args = (np.float32([4.4, 2.0]), np.float32([3.0, 9.0]), np.float32([15.0, 19.0]), np.int32([5, 6]))
     eager = P.parallax_log_likelihood(*args).numpy()
+    eager_derived = P.sample_derived(*derived_args[:6], seed=derived_args[6])
+    eager_sim = P.simulate_parallax(*sim_args[:3], seed=sim_args[3])
     tf.saved_model.save(module, str(tmp_path / "m"))
     loaded = tf.saved_model.load(str(tmp_path / "m"))
-    np.testing.assert_allclose(loaded.f(*args).numpy(), eager, rtol=1e-6)
+    np.testing.assert_allclose(loaded.loglik(*args).numpy(), eager, rtol=1e-6)
     assert np.all(eager[1] == 0)
+    for key, value in loaded.derived(*derived_args).items():
+        np.testing.assert_allclose(value.numpy(), eager_derived[key].numpy(), rtol=1e-5)
+    for key, value in loaded.simulate(*sim_args).items():
+        np.testing.assert_allclose(value.numpy(), getattr(eager_sim, key).numpy(), rtol=1e-5)
 
 
 def _conditional_cdf(plx, err, m, v):

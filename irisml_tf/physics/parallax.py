@@ -349,6 +349,13 @@ def parallax_log_likelihood(mu_hat, w_sum, logg, plx, plx_err, mass_prior: MassP
 
 
 # -- derived quantities -------------------------------------------------------------------------------
+def _exp10(x):
+    """10^x for a float tensor (tf.pow(10.0, x) fails in graphs when x is float64)."""
+    import tensorflow as tf
+
+    return tf.exp(x * _LN10)
+
+
 def _uniforms(seed, shape, k: int):
     """Uniforms in (0, 1), float64 [B, N, k]; ``seed`` int32 [2] for the batch, or [B, 2] (row b's
     draws then depend on seed[b] only)."""
@@ -426,9 +433,9 @@ def sample_derived(mu_hat, w_sum, logg, teff, plx, plx_err, mass_prior: MassPrio
                 + tf.sqrt(tau2 * (var - 6.25 * tau2) / var) * tf.math.ndtri(u[..., 2]))
     log_radius = 0.5 * (log_mass - (tf.cast(logg, tf.float64) - LOGG_SUN))
     teff = tf.cast(teff, tf.float64)
-    out = {"distance": tf.pow(10.0, s / 5.0 + 1.0), "radius": tf.pow(10.0, log_radius),
-           "mass": tf.pow(10.0, log_mass),
-           "luminosity": tf.pow(10.0, 2.0 * log_radius) * tf.pow(teff / TEFF_SUN, 4.0)}
+    out = {"distance": _exp10(s / 5.0 + 1.0), "radius": _exp10(log_radius),
+           "mass": _exp10(log_mass),
+           "luminosity": _exp10(2.0 * log_radius) * tf.square(tf.square(teff / TEFF_SUN))}
     keep = row & draw & tf.math.is_finite(teff)
     return {k: tf.where(keep, tf.cast(v, tf.float32), np.nan) for k, v in out.items()}
 
@@ -447,7 +454,7 @@ def gaia_parallax_error(g_mag):
     for k, slope in enumerate(slopes):
         top = np.inf if k == len(slopes) - 1 else mag[k + 1] - mag[k]
         out += slope * tf.clip_by_value(g - mag[k], 0.0, top)
-    return tf.cast(tf.pow(10.0, out), tf.float32)
+    return tf.cast(_exp10(out), tf.float32)
 
 
 def simulate_parallax(logg, mu, g_mag, seed, mass_prior: MassPrior = MassPrior(), frac_err=None) -> SimulatedParallax:
@@ -466,12 +473,12 @@ def simulate_parallax(logg, mu, g_mag, seed, mass_prior: MassPrior = MassPrior()
     z = tf.math.ndtri(u)
     log_mass = mass_prior.m0 + mass_prior.tau * z[:, 0]
     log_radius = 0.5 * (log_mass - (logg - LOGG_SUN))
-    distance = tf.pow(10.0, (mu + 5.0 * log_radius) / 5.0 + 1.0)
+    distance = _exp10((mu + 5.0 * log_radius) / 5.0 + 1.0)
     true_plx = 1000.0 / distance
     if frac_err is None:
         err = tf.cast(gaia_parallax_error(g_mag), tf.float64)
     else:
         err = float(frac_err) * true_plx
     f32 = lambda x: tf.cast(x, tf.float32)  # noqa: E731
-    return SimulatedParallax(f32(true_plx + err * z[:, 1]), f32(err), f32(tf.pow(10.0, log_mass)),
-                             f32(tf.pow(10.0, log_radius)), f32(distance))
+    return SimulatedParallax(f32(true_plx + err * z[:, 1]), f32(err), f32(_exp10(log_mass)),
+                             f32(_exp10(log_radius)), f32(distance))
