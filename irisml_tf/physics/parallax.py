@@ -82,8 +82,8 @@ _LN10 = np.log(10.0)
 _B = _LN10 / 5.0  # ϖ(s) = exp(_A − _B s) mas
 _A = 2.0 * _LN10
 _S_MIN = -300.0  # keeps exp(_A − _B s)² finite for any σ_ϖ; 1e-59 pc is never a mode
-_NEWTON_STEPS = 15  # converged in ≤ 10 on every test case (plus margin)
-_SIDE_STEPS = 8
+_NEWTON_STEPS = 12  # 10 suffice on every test case, 8 do not
+_SIDE_STEPS = 4  # 3 cost accuracy (3.7e-4 on the grid), 8 gain none
 _DROPS = (1.0, 9.0)  # the log-drops at which the envelope's half-widths are fitted
 _CONVERGED = 1e-3  # |slope| × width below this: a mode
 _SAMPLE_CELLS = 256  # inverse-CDF cells per half envelope when sampling s
@@ -182,6 +182,15 @@ def _log_f(s, plx, err, m, v):
     return -0.5 * tf.square((plx - p) / err) - 0.5 * tf.square(s - m) / v
 
 
+def _log_f_slope(s, plx, err, m, v):
+    """(_log_f, its derivative in s), sharing one exp."""
+    import tensorflow as tf
+
+    p = tf.exp(_A - _B * tf.maximum(s, _S_MIN))
+    resid, dev = (plx - p) / err, s - m
+    return -0.5 * tf.square(resid) - 0.5 * tf.square(dev) / v, -_B * p * resid / err - dev / v
+
+
 def _slope_curvature(s, plx, err, m, v):
     import tensorflow as tf
 
@@ -226,9 +235,9 @@ def _half_widths(centre, height, width, args):
     centre, height = centre[..., None, None], height[..., None, None]
     d = width[..., None, None] * tf.sqrt(2.0 * drop)  # [B, N, 2, side, drop]
     for _ in range(_SIDE_STEPS):
-        x = centre + sign * d
-        gap = height - _log_f(x, *args) - drop
-        fall = -sign * _slope_curvature(x, *args)[0]
+        log_f, slope = _log_f_slope(centre + sign * d, *args)
+        gap = height - log_f - drop
+        fall = -sign * slope
         d = tf.clip_by_value(d - gap / tf.maximum(fall, 1e-30), d / 2.0, 2.0 * d)
     return tf.reduce_max(d / tf.sqrt(2.0 * drop), axis=-1)
 
