@@ -253,7 +253,7 @@ def _cli(args):
 @pytest.fixture(scope="module")
 def evaluated(tiny_export, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    args = ["--model", str(tiny_export), "--n", "48", "--samples", "64", "--batch-size", "32",
+    args = ["--model", str(tiny_export), "--n", "24", "--samples", "64", "--batch-size", "32",
             "--mcmc-steps", "40", "--corner-samples", "256", "--quiet"]
     first = _cli([*args, "--seed", "3", "--out", str(out / "a")])
     second = _cli([*args, "--seed", "3", "--out", str(out / "b"), "--no-plots"])
@@ -264,13 +264,13 @@ def test_evaluate_cli_writes_metrics_and_figures(evaluated):
     out, first, _ = evaluated
     assert first.exit_code == 0, first.output
     assert "teff RMSE / teff" in first.output and "stars at target ESS" in first.output
-    assert "n too small" in first.output  # 48 stars cannot decide most targets
+    assert "n too small" in first.output  # 24 stars cannot decide most targets
     for name in ("metrics.json", "calibration.png", "is_diagnostics.png", "corner_star0.png",
                  *(f"{k}_{s}.{e}" for s in ("all", "gaia_2mass_wise", "gaia", "random")
                    for k, e in (("pred_vs_true", "png"), ("sbc", "png"), ("stars", "parquet")))):
         assert (out / "a" / name).stat().st_size > 0, name
     m = json.loads((out / "a" / "metrics.json").read_text())
-    assert m["seed"] == 3 and m["n"] == 48 and len(m["levels"]) == 99
+    assert m["seed"] == 3 and m["n"] == 24 and len(m["levels"]) == 99
     assert list(m["sets"]) == ["all", "gaia_2mass_wise", "gaia", "random"]
     for s in m["sets"].values():
         for stage in ("before", "after"):

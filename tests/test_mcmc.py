@@ -188,8 +188,12 @@ def test_mcmc_reference_starts_and_compares(log_post, star, chain):
     opts = _opts(nwalkers=16, nsteps=30, burn=10)
     ref = mcmc_reference(log_post, *star, opts, npe_samples=npe, npe_weights=w, init="npe", seed=[4, 1])
     assert ref.init == "npe" and ref.mcmc.nsteps == 30
-    # the walkers started on NPE draws
-    assert all(any(np.allclose(x, y) for y in npe) for x in ref.mcmc.chain[0][:3])
+    # the walkers start on distinct NPE draws; a degenerate (resampled, repeated) set is no start
+    from irisml_tf.inference.mcmc import npe_init
+
+    start = npe_init(npe, w, 16, np.random.default_rng(0))
+    assert len(np.unique(start, axis=0)) == 16 and all(any(np.allclose(x, y) for y in npe) for x in start)
+    assert npe_init(np.repeat(npe[:3], 50, axis=0), np.ones(150), 16, np.random.default_rng(0)) is None
     assert ref.before == compare_to_npe(ref.mcmc.samples, npe)
     assert ref.after == compare_to_npe(ref.mcmc.samples, npe, w)
     few = np.where(np.arange(len(npe)) < 5, 1.0, 0.0)

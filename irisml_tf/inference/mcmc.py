@@ -271,14 +271,22 @@ def prior_init(lp: LogPosterior, star, nwalkers: int, rng: np.random.Generator,
 
 
 def npe_init(npe_samples, npe_weights, nwalkers: int, rng: np.random.Generator):
-    """Walkers [nwalkers, 5] drawn without replacement from NPE samples [N, 5] with probability ∝
-    weight [N]; None if fewer than ``nwalkers`` samples have positive weight (use the prior start)."""
+    """Walkers [nwalkers, 5] drawn without replacement from the distinct NPE samples [N, 5] with
+    probability ∝ their total weight [N]; None if fewer than ``nwalkers`` distinct samples have
+    positive weight (use the prior start). Distinct: the engine's returned draws are resampled, so
+    a star whose weight sits on a few draws repeats them, and repeated walkers are degenerate."""
     w = np.asarray(npe_weights, np.float64)
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
-    if np.count_nonzero(w) < nwalkers:
+    x = np.asarray(npe_samples, np.float64)
+    keep = w > 0
+    if not keep.any():
         return None
-    pick = rng.choice(len(w), size=nwalkers, replace=False, p=w / w.sum())
-    return np.asarray(npe_samples, np.float64)[pick]
+    unique, inverse = np.unique(x[keep], axis=0, return_inverse=True)
+    if len(unique) < nwalkers:
+        return None
+    total = np.bincount(inverse.ravel(), weights=w[keep], minlength=len(unique))
+    pick = rng.choice(len(unique), size=nwalkers, replace=False, p=total / total.sum())
+    return unique[pick]
 
 
 def _init_walkers(lp: LogPosterior, star, nwalkers: int, init, rng) -> np.ndarray:
