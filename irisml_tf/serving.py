@@ -38,6 +38,7 @@ training prior's parameter vector and training record); :func:`load_model` reads
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -353,7 +354,7 @@ class ExportedModel:
         if b == 0:
             return self._empty(num_samples)
         if self._fn is None:
-            self._fn = tf.saved_model.load(str(self.path)).signatures[SIGNATURE]
+            self._fn = _signature(self.path.resolve(), (self.path / "saved_model.pb").stat().st_mtime_ns)
         out = self._fn(band_index=tf.constant(band_index), mag=tf.constant(np.asarray(mag, np.float32)),
                        mag_err=tf.constant(np.asarray(mag_err, np.float32)),
                        num_samples=tf.constant(num_samples, tf.int32), seed=tf.constant(seeds),
@@ -369,6 +370,14 @@ class ExportedModel:
         dtypes = {k: np.int32 for k in _INTS} | {"converged": bool}
         return {k: np.zeros(shapes.get(k, (0, 5) if k.endswith(SUMMARY_NAMES) else (0,)), dtypes.get(k, np.float32))
                 for k in OUTPUT_KEYS}
+
+
+@functools.lru_cache(maxsize=4)
+def _signature(path: Path, mtime_ns: int):
+    """The loaded signature of the SavedModel at ``path``, once per process (per file version:
+    ``mtime_ns``). Its first call builds and optimises the engine's graph (~10 s), so every
+    ExportedModel of the same export in a process shares one."""
+    return tf.saved_model.load(str(path)).signatures[SIGNATURE]
 
 
 def _per_star(values, b: int, name: str) -> np.ndarray:
