@@ -28,10 +28,17 @@ Per-star A_V priors come from columns av_prior, av_prior_err (a 3-D dust map's A
 av_max (a 2-D map's total column); the command says which it found.
 
 \b
+Parallaxes (Gaia's `parallax`/`parallax_error`, VizieR's `Plx`/`e_Plx`, mas) enter the likelihood
+as a Gaussian in parallax, with the stellar mass marginalised under log10 M ~ N(0, 0.4²); the
+--parallax-zero-point is subtracted first. Rows with one also get distance (pc), radius, mass and
+luminosity (solar units) as _median, _p16, _p84; others get NaN and the colour-only posterior.
+
+\b
 Output: every input row in input order with its columns, then teff/logg/mh/av/rv each as
 _median, _p16, _p84 (weighted quantiles), _mean, _std (K, dex, dex, mag, –), and n_bands, ess,
 is_efficiency (ESS per draw), khat, n_draws, rounds, chi2, chi2_pvalue, mu (mag), outlier_band,
-status. Input columns named like an output column are kept as <name>_in.
+status (distance_…, radius_…, mass_…, luminosity_… after the five parameters). Input columns
+named like an output column are kept as <name>_in.
 
 \b
 Bad input never stops the run or loses a row; `status` says what was wrong and what was done:
@@ -39,7 +46,8 @@ ok | dropped:<band>=<why> (unusable band: inf, sentinel ±99/±99.99/±999/±999
 outside -5…32 mag, text, flux ≤ 0, error above the model's err_max) | default_err:<band>=<why>
 (good magnitude without a usable error: --default-err assumed) | skipped:too_few_bands(n<min)
 (NaN results) | prior:<column>_ignored(<why>) (an unusable A_V prior value: that row keeps the
-file's prior) | flag:<name> (quality flags). Empty cells mean "not observed" and are
+file's prior) | parallax:<why> (an unusable parallax: text, no or non-positive error, arcsec- or
+µas-sized values; colour-only posterior) | flag:<name> (quality flags). Empty cells mean "not observed" and are
 not reported. A table of rows per status ends the run.
 
 \b
@@ -61,6 +69,9 @@ warning.""")
               help="Stop a star once its effective sample size reaches this (300: quantiles to ~0.1 σ).")
 @click.option("--max-draws", type=click.IntRange(min=1), default=None,
               help="Draw budget per star [default: the model's, 20000; at most that].")
+@click.option("--parallax-zero-point", type=float, default=-0.017, show_default=True,
+              help="Gaia parallax zero point (mas), subtracted from the parallax column (Lindegren+2021 "
+                   "global DR3 value; 0 if you applied their full recipe).")
 @click.option("--prior", "prior_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Your prior (YAML, keys of configs/prior.yaml); keys left out keep the training prior.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -75,8 +86,8 @@ warning.""")
               help="1σ error (mag) assumed for a good magnitude whose error is missing, ≤ 0, NaN or a sentinel.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from <out>.parts/.")
 @click.option("--quiet", is_flag=True, help="No progress bar (or progress lines).")
-def infer(catalog, model_dir, out, num_samples, target_ess, max_draws, prior_file, seed, chunk_size, save_samples,
-          default_err, resume, quiet) -> None:
+def infer(catalog, model_dir, out, num_samples, target_ess, max_draws, parallax_zero_point, prior_file, seed,
+          chunk_size, save_samples, default_err, resume, quiet) -> None:
     from irisml_tf.app.infer import InferOptions, infer_catalog
     from irisml_tf.serving import default_model_path, load_model
 
@@ -89,7 +100,8 @@ def infer(catalog, model_dir, out, num_samples, target_ess, max_draws, prior_fil
         model = load_model(model_dir)
         options = InferOptions(num_samples=num_samples, seed=seed, chunk_size=chunk_size, save_samples=save_samples,
                                resume=resume, default_err=default_err, target_ess=target_ess,
-                               max_draws=max_draws, prior=prior_file)
+                               max_draws=max_draws, prior=prior_file,
+                               parallax_zero_point=parallax_zero_point)
         summary = infer_catalog(model, catalog, out, options, progress=not quiet, echo=click.echo)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted: finished chunks are kept in {out}.parts/; "

@@ -45,6 +45,9 @@ Needs the survey extra: pip install "irisml-tf[survey]".""")
               help="Stop a star once its effective sample size reaches this (as `infer`).")
 @click.option("--max-draws", type=click.IntRange(min=1), default=None,
               help="Draw budget per star [default: the model's; at most that].")
+@click.option("--parallax-zero-point", type=float, default=-0.017, show_default=True,
+              help="Gaia parallax zero point (mas), subtracted from the parallax column (Lindegren+2021 "
+                   "global DR3 value; 0 if you applied their full recipe).")
 @click.option("--prior", "prior_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Your prior (YAML, keys of configs/prior.yaml); keys left out keep the training prior.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
@@ -53,7 +56,7 @@ Needs the survey extra: pip install "irisml-tf[survey]".""")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (its settings are in <out>.survey/).")
 @click.option("--quiet", is_flag=True, help="No progress bar (or progress lines).")
 def survey(input_hats, out, model_dir, workers, scheduler, tf_threads, num_samples, target_ess, max_draws,
-           prior_file, seed, default_err, resume, quiet) -> None:
+           parallax_zero_point, prior_file, seed, default_err, resume, quiet) -> None:
     from irisml_tf.app.survey import SurveyError, SurveyOptions, run_survey
     from irisml_tf.extras import MissingExtra
     from irisml_tf.serving import default_model_path
@@ -65,7 +68,8 @@ def survey(input_hats, out, model_dir, workers, scheduler, tf_threads, num_sampl
                                    "(an `irisml-tf export` directory) or set $IRISML_TF_MODEL")
     options = SurveyOptions(num_samples=num_samples, seed=seed, default_err=default_err, workers=workers,
                             scheduler=scheduler, tf_threads=tf_threads, resume=resume, target_ess=target_ess,
-                            max_draws=max_draws, prior=prior_file)
+                            max_draws=max_draws, prior=prior_file,
+                            parallax_zero_point=parallax_zero_point)
     try:
         summary = run_survey(input_hats, out, model_dir, options, progress=not quiet, echo=click.echo)
     except KeyboardInterrupt:

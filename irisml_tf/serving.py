@@ -10,13 +10,17 @@
            engine's ``max_draws`` fixed at export), prior_params float32 [21] (the prior, in the layout
            of ``prior_param_names``; the training prior's values are ``prior_params`` in
            assets/irisml.json), av_prior, av_prior_err, av_max float32 [B] (per-star A_V priors,
-           NaN = none: a Gaussian on A_V truncated to the support, an upper bound).
+           NaN = none: a Gaussian on A_V truncated to the support, an upper bound),
+           parallax, parallax_error float32 [B] (mas, NaN = none) and parallax_zero_point
+           float32 [] (mas, subtracted from parallax; Gaia DR3: −0.017).
   outputs  samples [B, N, 5] (teff, logg, mh, av, rv in physical units, resampled from the
            weighted draws) and weights [B, N] (1/N each; 0 for a star without weight);
            ess, efficiency, khat, log_evidence, chi2, chi2_pvalue, mu [B]; n_draws, rounds,
            n_target_evals, n_modes, outlier_band, flag_bits, n_bands int32 [B]; converged bool
            [B]; weighted summaries median, p16, p84, mean, std [B, 5] over all weighted draws,
-           and the flow's own (round 0, unweighted) q_median … q_std [B, 5].
+           and the flow's own (round 0, unweighted) q_median … q_std [B, 5]; with a parallax,
+           derived_median, derived_p16, derived_p84 [B, 4] of distance (pc), radius (R☉), mass
+           (M☉), luminosity (L☉) (NaN without; the mass prior is ``mass_prior`` in irisml.json).
 
 The engine is :func:`irisml_tf.inference.engine.run_engine` (per-star adaptive importance
 sampling); its static settings (``engine`` in assets/irisml.json: the draw budget max_draws, the
@@ -34,6 +38,7 @@ training prior's parameter vector and training record); :func:`load_model` reads
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -45,6 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from irisml_tf.inference.summaries import SUMMARY_NAMES
+from irisml_tf.physics.parallax import DEFAULT_ZERO_POINT, MassPrior
 
 __all__ = ["export_model", "load_model", "ExportedModel", "ModelMeta", "TrainingRecord",
            "default_model_path", "check_export", "compare_outputs", "ExportCheck", "SIGNATURE",
@@ -55,7 +61,8 @@ META_FILE = "irisml.json"
 OUTPUT_KEYS = (("samples", "weights", "ess", "efficiency", "khat", "log_evidence", "n_draws", "rounds",
                 "n_target_evals", "n_modes", "converged", "chi2", "chi2_pvalue", "mu", "outlier_band",
                 "flag_bits", "n_bands")
-               + SUMMARY_NAMES + tuple(f"q_{k}" for k in SUMMARY_NAMES))
+               + SUMMARY_NAMES + tuple(f"q_{k}" for k in SUMMARY_NAMES)
+               + ("derived_median", "derived_p16", "derived_p84"))
 _SPEC = [tf.TensorSpec([None, None], tf.int32, name="band_index"),
          tf.TensorSpec([None, None], tf.float32, name="mag"),
          tf.TensorSpec([None, None], tf.float32, name="mag_err"),
@@ -66,7 +73,10 @@ _SPEC = [tf.TensorSpec([None, None], tf.int32, name="band_index"),
          tf.TensorSpec([None], tf.float32, name="prior_params"),
          tf.TensorSpec([None], tf.float32, name="av_prior"),
          tf.TensorSpec([None], tf.float32, name="av_prior_err"),
-         tf.TensorSpec([None], tf.float32, name="av_max")]
+         tf.TensorSpec([None], tf.float32, name="av_max"),
+         tf.TensorSpec([None], tf.float32, name="parallax"),
+         tf.TensorSpec([None], tf.float32, name="parallax_error"),
+         tf.TensorSpec([], tf.float32, name="parallax_zero_point")]
 _INTS = ("n_draws", "rounds", "n_target_evals", "n_modes", "outlier_band", "flag_bits", "n_bands")
 
 
@@ -102,6 +112,7 @@ class ModelMeta:
     engine: Mapping = field(default_factory=dict)  # AdaptiveOptions fixed at export
     prior_param_names: tuple[str, ...] = ()
     prior_params: tuple[float, ...] = ()  # the training prior, for clients that send none
+    mass_prior: Mapping = field(default_factory=dict)  # log10 M ~ N(m0, tau²) of the parallax term
     run_dir: str = ""
     signature: str = SIGNATURE
     irisml_tf_version: str = ""
@@ -172,10 +183,11 @@ class _Serving(tf.Module):
         # the C++ loader (TF Serving, saved_model_cli) only finds variables tracked as tf.Variables
         self._weights = [v.value for v in posterior.variables]
         self._sys_floor, self._max_samples, self._engine = float(sys_floor), int(max_samples), engine
+        self._mass_prior = MassPrior()
 
     @tf.function(input_signature=_SPEC)
     def serve(self, band_index, mag, mag_err, num_samples, seed, target_ess, max_draws, prior_params, av_prior,
-              av_prior_err, av_max):
+              av_prior_err, av_max, parallax, parallax_error, parallax_zero_point):
         from irisml_tf.inference.engine import run_engine
 
         n = tf.clip_by_value(num_samples, 1, self._max_samples)
@@ -184,7 +196,8 @@ class _Serving(tf.Module):
                          options=self._engine, num_samples=n, target_ess=tf.maximum(target_ess, 1.0),
                          max_draws=max_draws,
                          prior_params=prior_params, av_prior=av_prior, av_prior_err=av_prior_err,
-                         av_max=av_max)
+                         av_max=av_max, plx=parallax - parallax_zero_point, plx_err=parallax_error,
+                         mass_prior=self._mass_prior)
         return {k: out[k] for k in OUTPUT_KEYS}
 
 
@@ -204,6 +217,7 @@ def _meta(run_dir: Path, config: dict, simulator, prior, max_samples: int, engin
         max_samples=int(max_samples), flag_bits=dict(FLAG_BITS), grid_sha256=simulator.grid.sha256,
         run_dir=str(run_dir), config=config, engine=asdict(engine),
         prior_param_names=PRIOR_PARAM_NAMES, prior_params=tuple(float(v) for v in prior.params),
+        mass_prior=asdict(MassPrior()),
         training=TrainingRecord(**{k: metrics.get(k) for k in TrainingRecord.__dataclass_fields__}))
 
 
@@ -301,7 +315,8 @@ class ExportedModel:
 
     def run(self, band_index, mag, mag_err, num_samples: int, seed=0, *, target_ess: float | None = None,
             max_draws: int | None = None, prior_params=None, av_prior=None, av_prior_err=None,
-            av_max=None) -> dict[str, np.ndarray]:
+            av_max=None, parallax=None, parallax_error=None,
+            parallax_zero_point: float = DEFAULT_ZERO_POINT) -> dict[str, np.ndarray]:
         """Posterior of a batch (see the module docstring for shapes). Same seed, same numbers.
 
         ``seed``: per-star seeds int32 [B, 2] (a star's result depends on its own seed only), or an
@@ -310,6 +325,8 @@ class ExportedModel:
         draw budget per star, default (and at most) the engine's. ``prior_params``:
         the prior's parameter vector (:meth:`irisml_tf.physics.prior.UserPrior.params`; default the
         training prior). ``av_prior``, ``av_prior_err``, ``av_max``: per-star arrays [B] (NaN = none).
+        ``parallax``, ``parallax_error``: per-star arrays [B] in mas (NaN = none), the zero point
+        ``parallax_zero_point`` (mas) is subtracted in the graph.
         """
         band_index = np.asarray(band_index, np.int32)
         if band_index.ndim != 2:
@@ -332,24 +349,35 @@ class ExportedModel:
             raise ValueError(f"`prior_params` must hold {len(self.meta.prior_param_names)} numbers, "
                              f"got shape {params.shape}")
         av = {k: _per_star(v, b, k) for k, v in
-              (("av_prior", av_prior), ("av_prior_err", av_prior_err), ("av_max", av_max))}
+              (("av_prior", av_prior), ("av_prior_err", av_prior_err), ("av_max", av_max),
+               ("parallax", parallax), ("parallax_error", parallax_error))}
         if b == 0:
             return self._empty(num_samples)
         if self._fn is None:
-            self._fn = tf.saved_model.load(str(self.path)).signatures[SIGNATURE]
+            self._fn = _signature(self.path.resolve(), (self.path / "saved_model.pb").stat().st_mtime_ns)
         out = self._fn(band_index=tf.constant(band_index), mag=tf.constant(np.asarray(mag, np.float32)),
                        mag_err=tf.constant(np.asarray(mag_err, np.float32)),
                        num_samples=tf.constant(num_samples, tf.int32), seed=tf.constant(seeds),
                        target_ess=tf.constant(target, tf.float32), max_draws=tf.constant(budget, tf.int32),
                        prior_params=tf.constant(params),
+                       parallax_zero_point=tf.constant(parallax_zero_point, tf.float32),
                        **{k: tf.constant(v) for k, v in av.items()})
         return {k: v.numpy() for k, v in out.items()}
 
     def _empty(self, n: int) -> dict[str, np.ndarray]:
-        shapes = {"samples": (0, n, 5), "weights": (0, n)}
+        shapes = {"samples": (0, n, 5), "weights": (0, n), "derived_median": (0, 4), "derived_p16": (0, 4),
+                  "derived_p84": (0, 4)}
         dtypes = {k: np.int32 for k in _INTS} | {"converged": bool}
         return {k: np.zeros(shapes.get(k, (0, 5) if k.endswith(SUMMARY_NAMES) else (0,)), dtypes.get(k, np.float32))
                 for k in OUTPUT_KEYS}
+
+
+@functools.lru_cache(maxsize=4)
+def _signature(path: Path, mtime_ns: int):
+    """The loaded signature of the SavedModel at ``path``, once per process (per file version:
+    ``mtime_ns``). Its first call builds and optimises the engine's graph (~10 s), so every
+    ExportedModel of the same export in a process shares one."""
+    return tf.saved_model.load(str(path)).signatures[SIGNATURE]
 
 
 def _per_star(values, b: int, name: str) -> np.ndarray:
@@ -472,7 +500,8 @@ def _signature_inputs(model: ExportedModel, inputs, num_samples: int, seed2) -> 
             "target_ess": np.float32(model.meta.engine_options.target_ess),
             "max_draws": np.int32(model.meta.engine_options.max_draws),
             "prior_params": np.asarray(model.meta.prior_params, np.float32),
-            "av_prior": nan, "av_prior_err": nan, "av_max": nan}
+            "av_prior": nan, "av_prior_err": nan, "av_max": nan, "parallax": nan, "parallax_error": nan,
+            "parallax_zero_point": np.float32(0.0)}
 
 
 def _library_outputs(model: ExportedModel, args: Mapping) -> dict[str, np.ndarray]:
@@ -492,7 +521,8 @@ def _library_outputs(model: ExportedModel, args: Mapping) -> dict[str, np.ndarra
         return run_engine(posterior, sim, prior, a, a["seed"], model.observation.sys_floor,
                           options=model.meta.engine_options, num_samples=a["num_samples"],
                           target_ess=a["target_ess"], max_draws=a["max_draws"], prior_params=a["prior_params"],
-                          av_prior=a["av_prior"],
+                          av_prior=a["av_prior"], plx=a["parallax"] - a["parallax_zero_point"],
+                          plx_err=a["parallax_error"],
                           av_prior_err=a["av_prior_err"], av_max=a["av_max"])
     out = run()
     return {k: np.asarray(out[k]) for k in OUTPUT_KEYS}
@@ -558,6 +588,11 @@ def _diff(key, r, g, ref, rtol, atol, sigma_tol, ess_ratio, khat_tol) -> tuple[f
             return float(d.max(initial=0.0)), bool(np.all(d <= sigma_tol + 3 / np.sqrt(n)))
         d = np.abs(r - g) / (np.maximum(r, 1e-12) if key == "std" else sd)
         return float(d.max(initial=0.0)), bool(np.all(d <= sigma_tol))
+    if key.startswith("derived_"):  # quantiles of the returned draws: on their own spread
+        half = 0.5 * np.abs(np.nan_to_num(np.asarray(ref["derived_p84"], np.float64)
+                                          - np.asarray(ref["derived_p16"], np.float64)))
+        d = np.where(short[:, None], 0.0, np.abs(r - g))
+        return float(d.max(initial=0.0)), bool(np.all(d <= sigma_tol * half + atol + rtol * np.abs(r)))
     tol = {"khat": khat_tol, "chi2": 2.0 + 0.2 * np.abs(r), "mu": 0.05, "chi2_pvalue": 0.2,
            "log_evidence": 0.1 + rtol * np.abs(r)}.get(key, atol + rtol * np.abs(r))
     d = np.abs(r - g)

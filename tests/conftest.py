@@ -29,6 +29,8 @@ SLOW_FIXTURES = {"tiny_training", "ariadne_wheel"}
 #: Tests that are slow without those fixtures: each took 15-40 s with --durations per file on 2
 #: cores shared by several jobs (an estimated 5-12 s alone); the others took under 15 s there.
 SLOW_TESTS = {
+    "test_engine_parallax.py::test_a_one_percent_parallax_separates_dwarfs_from_giants",  # the shipped model
+    "test_engine_parallax.py::test_a_star_without_parallax_keeps_its_colour_posterior",
     "test_training.py::test_signal_checkpoints_and_resume_continues",  # trains in a subprocess
     "test_training.py::test_nan_batch_is_skipped_and_changes_nothing",
     "test_inference_core.py::test_graph_only_savedmodel_roundtrip",

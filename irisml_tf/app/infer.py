@@ -68,6 +68,7 @@ from irisml_tf.columns import (
     status_string,
 )
 from irisml_tf.inference.summaries import SUMMARY_NAMES
+from irisml_tf.physics.parallax import DEFAULT_ZERO_POINT
 from irisml_tf.physics.simulator import PARAM_NAMES
 from irisml_tf.progress import ProgressBar, progress_bar
 from irisml_tf.rowseed import row_seeds
@@ -85,6 +86,7 @@ _DIAGNOSTICS = ("n_bands", *_FROM_MODEL, "outlier_band", "status")
 SAMPLE_FORMATS = (".h5", ".hdf5", ".npz")
 DEFAULT_CHUNK_SIZE = 5000
 DEFAULT_NUM_SAMPLES = 256
+_DERIVED_STATS = ("median", "p16", "p84")
 #: the engine stops a star at this ESS: the Monte-Carlo error of a weighted quantile is then
 #: ≈ √(p(1−p)/ESS)/φ(z_p) σ, 0.07 σ for the median and 0.09 σ for p16/p84 — a tenth of the
 #: posterior's width, below what a catalogue summary needs (ESS 1000 halves it at ~2x the cost)
@@ -100,7 +102,15 @@ _FORMAT = 3
 
 def output_columns(param_names: Sequence[str] = PARAM_NAMES) -> list[str]:
     """The columns :func:`infer_catalog` appends, in order."""
-    return [f"{p}_{s}" for p in param_names for s in SUMMARY_NAMES] + list(_DIAGNOSTICS)
+    return ([f"{p}_{s}" for p in param_names for s in SUMMARY_NAMES] + list(_derived_columns())
+            + list(_DIAGNOSTICS))
+
+
+def _derived_columns() -> list[str]:
+    """distance/radius/mass/luminosity × median/p16/p84 (NaN for rows without a parallax)."""
+    from irisml_tf.inference.engine import DERIVED_NAMES
+
+    return [f"{d}_{s}" for d in DERIVED_NAMES for s in _DERIVED_STATS]
 
 
 # --- options -------------------------------------------------------------------------------------
@@ -119,6 +129,7 @@ class InferOptions:
     reaches this; max_draws: its draw budget per star (None: the model's, fixed at export; at
     most that). prior: the user's prior, a YAML file or dict with the keys of configs/prior.yaml
     (keys left out keep the model's training prior; None: the training prior).
+    parallax_zero_point: mas, subtracted from the catalogue's parallaxes (Gaia DR3: −0.017).
     """
 
     num_samples: int = DEFAULT_NUM_SAMPLES
@@ -132,6 +143,7 @@ class InferOptions:
     target_ess: float = DEFAULT_TARGET_ESS
     max_draws: int | None = None
     prior: Path | dict | None = None
+    parallax_zero_point: float = DEFAULT_ZERO_POINT
 
     def validate(self, model=None) -> InferOptions:
         """These options, checked (ValueError naming the option) and normalised (``save_samples`` a
@@ -320,7 +332,8 @@ class ChunkInference:
     def __init__(self, model, match: ColumnMatch, renamed: dict[str, str] | None = None, *,
                  num_samples: int, seed: int, default_err: float = DEFAULT_ERR,
                  max_batch_elements: int = DEFAULT_MAX_BATCH_ELEMENTS, want_samples: bool = False,
-                 target_ess: float = DEFAULT_TARGET_ESS, max_draws: int | None = None, prior=None):
+                 target_ess: float = DEFAULT_TARGET_ESS, max_draws: int | None = None, prior=None,
+                 parallax_zero_point: float = DEFAULT_ZERO_POINT):
         from irisml_tf.physics.prior import load_user_prior
 
         self.obs = model.observation
@@ -330,6 +343,7 @@ class ChunkInference:
         self.default_err = default_err
         self.num_samples, self.seed = num_samples, seed
         self.target_ess, self.max_draws = float(target_ess), max_draws
+        self.parallax_zero_point = float(parallax_zero_point)
         self.prior = load_user_prior(prior, model.meta.config["prior"], model.meta.lower, model.meta.upper)
         self.prior_params = self.prior.params
         av = self.prior.config["av"]
@@ -346,24 +360,28 @@ class ChunkInference:
                    num_samples=options.num_samples, seed=int(options.seed), default_err=options.default_err,
                    max_batch_elements=options.max_batch_elements,
                    want_samples=options.save_samples is not None, target_ess=options.target_ess,
-                   max_draws=options.max_draws, prior=options.prior)
+                   max_draws=options.max_draws, prior=options.prior,
+                   parallax_zero_point=options.parallax_zero_point)
 
     def __call__(self, df: pd.DataFrame, start: int | None = None) -> ChunkResult:
         """The chunk ``df`` inferred; ``start``: the 0-based input position of its first row (the
         key of rows without a source_id), or None for a HATS partition (its spatial index)."""
+        from irisml_tf.parallax_columns import read_parallax
         from irisml_tf.prior_columns import read_av_prior
 
         prep = prepare_rows(df, self.match, bands=self.model.bands, min_bands=self.obs.min_bands,
                             err_min=self.obs.err_min, err_max=self.obs.err_max, default_err=self.default_err)
         av = read_av_prior(df, *self.av_support)
-        for codes, extra in zip(prep.codes, av.codes):
-            codes.extend(extra)
-        outputs = self._run_model(prep, row_seeds(df, self.seed, start), av)
+        plx = read_parallax(df, self.parallax_zero_point)
+        for codes, a, p in zip(prep.codes, av.codes, plx.codes):
+            codes.extend(a + list(p))
+        outputs = self._run_model(prep, row_seeds(df, self.seed, start), av, plx)
         return ChunkResult(self._frame(df, prep, outputs), outputs.samples, outputs.weights, len(outputs.rows))
 
-    def _run_model(self, prep: Prepared, seeds: np.ndarray, av) -> _ModelOutputs:
+    def _run_model(self, prep: Prepared, seeds: np.ndarray, av, plx) -> _ModelOutputs:
         r, n = len(prep.skip), self.num_samples
         res = {f"{p}_{s}": np.full(r, np.nan, np.float32) for p in self.params for s in SUMMARY_NAMES}
+        res.update({c: np.full(r, np.nan, np.float32) for c in _derived_columns()})
         diag = {k: np.full(r, np.nan, np.float32) for k in _FROM_MODEL}
         outlier, bits = np.full(r, -1, np.int32), np.zeros(r, np.int64)
         samples = np.full((r, n, 5), np.nan, np.float32) if self.want_samples else None
@@ -375,10 +393,13 @@ class ChunkInference:
             o = self.model.run(prep.band_index[idx, :k], prep.mag[idx, :k], prep.mag_err[idx, :k], n,
                                seed=seeds[idx], target_ess=self.target_ess, max_draws=self.max_draws,
                                prior_params=self.prior_params, av_prior=av.av_prior[idx],
-                               av_prior_err=av.av_prior_err[idx], av_max=av.av_max[idx])
+                               av_prior_err=av.av_prior_err[idx], av_max=av.av_max[idx],
+                               parallax=plx.plx[idx], parallax_error=plx.plx_err[idx], parallax_zero_point=0.0)
             for j, p in enumerate(self.params):
                 for s in SUMMARY_NAMES:
                     res[f"{p}_{s}"][idx] = o[s][:, j]
+            for j, c in enumerate(_derived_columns()):
+                res[c][idx] = o[f"derived_{_DERIVED_STATS[j % 3]}"][:, j // 3]
             for key, src in _FROM_MODEL.items():
                 diag[key][idx] = o[src]
             outlier[idx], bits[idx] = o["outlier_band"], o["flag_bits"]
@@ -419,7 +440,7 @@ def _settings(catalog: Path, model, options: InferOptions) -> dict:
             "model_step": model.meta.training.step,
             "num_samples": options.num_samples, "seed": options.seed, "chunk_size": options.chunk_size,
             "target_ess": float(options.target_ess), "max_draws": options.max_draws,
-            "prior": prior_key(options.prior),
+            "prior": prior_key(options.prior), "parallax_zero_point": float(options.parallax_zero_point),
             "default_err": options.default_err, "max_batch_elements": options.max_batch_elements,
             "save_samples": str(Path(save).resolve()) if save else None}
 
@@ -569,10 +590,15 @@ def _progress_total(chunks: TableChunks, catalog: Path, progress: bool) -> int |
 def report_columns(runner: ChunkInference, model, say: Callable[[str], None], columns=()) -> None:
     """Tell ``say`` which columns give which band, which are ignored, and which are renamed; the
     prior in use, its warnings, and the per-star A_V prior columns found among ``columns``."""
+    from irisml_tf.parallax_columns import match_parallax_columns
     from irisml_tf.prior_columns import match_av_prior_columns
 
     match = runner.match
     say(match.report())
+    plx, _ = match_parallax_columns(columns)
+    if "parallax" in plx:
+        say(f"parallax: {plx['parallax']} ± {plx.get('parallax_error', 'no error column')} (mas), zero point "
+            f"{runner.parallax_zero_point:+.4f} mas subtracted; distance, radius, mass, luminosity for rows with one")
     av = match_av_prior_columns(columns)
     if av:
         say("per-star A_V prior columns: " + ", ".join(f"{v} ({k})" for k, v in av.items()))

@@ -61,6 +61,7 @@ from irisml_tf.app.infer import (
 )
 from irisml_tf.columns import DEFAULT_ERR, count_status
 from irisml_tf.extras import require
+from irisml_tf.physics.parallax import DEFAULT_ZERO_POINT
 from irisml_tf.progress import tqdm_kwargs
 from irisml_tf.rowseed import SPATIAL_INDEX
 from irisml_tf.workdir import WorkDir
@@ -89,7 +90,8 @@ def _lsdb():
 class SurveyOptions:
     """The settings of a survey run.
 
-    num_samples, seed, default_err, max_batch_elements, target_ess, max_draws, prior: as for
+    num_samples, seed, default_err, max_batch_elements, target_ess, max_draws, prior,
+    parallax_zero_point: as for
     ``infer`` (:class:`~irisml_tf.app.infer.InferOptions`). workers: processes of the ``LocalCluster``
     (default: one per core); scheduler: the address of a running Dask scheduler to use instead
     (``tcp://host:8786``); tf_threads: TensorFlow intra-/inter-op threads per ``LocalCluster``
@@ -107,12 +109,14 @@ class SurveyOptions:
     target_ess: float = DEFAULT_TARGET_ESS
     max_draws: int | None = None
     prior: Path | dict | None = None
+    parallax_zero_point: float = DEFAULT_ZERO_POINT
 
     def infer_options(self) -> InferOptions:
         """The per-chunk settings ``infer`` would run with."""
         return InferOptions(num_samples=self.num_samples, seed=self.seed, default_err=self.default_err,
                             max_batch_elements=self.max_batch_elements, target_ess=self.target_ess,
-                            max_draws=self.max_draws, prior=self.prior)
+                            max_draws=self.max_draws, prior=self.prior,
+                            parallax_zero_point=self.parallax_zero_point)
 
     def validate(self, model=None) -> SurveyOptions:
         """These options, checked (ValueError naming the option; with ``model`` also against its
@@ -316,7 +320,8 @@ def _settings(catalog, model, options: SurveyOptions) -> dict:
             "model": str(Path(model.path).resolve()), "model_step": model.meta.training.step,
             "num_samples": options.num_samples, "seed": options.seed, "default_err": options.default_err,
             "max_batch_elements": options.max_batch_elements, "target_ess": float(options.target_ess),
-            "max_draws": options.max_draws, "prior": prior_key(options.prior)}
+            "max_draws": options.max_draws, "prior": prior_key(options.prior),
+            "parallax_zero_point": float(options.parallax_zero_point)}
 
 
 def _open_work(out: Path, settings: Mapping, resume: bool, say) -> WorkDir:

@@ -33,8 +33,13 @@ from irisml_tf.inference.importance import resample
 from irisml_tf.inference.likelihood import default_sys_floor, log_likelihood_theta, unpack_inputs
 from irisml_tf.inference.posterior_target import posterior_problem
 from irisml_tf.inference.summaries import summarize
+from irisml_tf.physics.parallax import MassPrior, sample_derived
 
-__all__ = ["run_engine", "ENGINE_OUTPUTS"]
+__all__ = ["run_engine", "ENGINE_OUTPUTS", "DERIVED_NAMES"]
+
+#: what a parallax adds per star, in the order of the ``derived_*`` outputs [B, 4]: distance (pc),
+#: radius (R☉), mass (M☉), luminosity (L☉)
+DERIVED_NAMES = ("distance", "radius", "mass", "luminosity")
 
 #: per-star outputs of the sampler itself, besides summaries, draws and flags
 ENGINE_OUTPUTS = ("ess", "efficiency", "khat", "log_evidence", "n_draws", "rounds", "n_target_evals",
@@ -55,7 +60,8 @@ def _clean_inputs(inputs: Mapping, num_bands: int) -> dict:
 
 def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, *,
                options: AdaptiveOptions | None = None, num_samples=1000, target_ess=None,
-               max_draws=None, prior_params=None, av_prior=None, av_prior_err=None, av_max=None) -> dict:
+               max_draws=None, prior_params=None, av_prior=None, av_prior_err=None, av_max=None,
+               plx=None, plx_err=None, mass_prior=None) -> dict:
     """The posterior of a batch of stars (module docstring for the outputs).
 
     Args:
@@ -71,13 +77,21 @@ def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, 
       prior_params: the user's prior, float32 [21] (:data:`~irisml_tf.physics.prior.
         PRIOR_PARAM_NAMES`); None = the model's training prior.
       av_prior, av_prior_err, av_max: per-star A_V priors [B] (NaN = none), or None.
+      plx, plx_err: zero-point-corrected parallaxes and errors [B] (mas; NaN = none), or None;
+        mass_prior: :class:`~irisml_tf.physics.parallax.MassPrior` (None: its default). With a
+        parallax, ``derived_median``, ``derived_p16``, ``derived_p84`` [B, 4] summarise
+        :data:`DERIVED_NAMES` over the returned draws (NaN without a parallax).
     """
     options = options or AdaptiveOptions()
     sys_floor = default_sys_floor() if sys_floor is None else sys_floor
     seeds = tf.cast(seeds, tf.int32)
     inputs = _clean_inputs(inputs, simulator.num_bands)
     av = {"av_prior": av_prior, "av_prior_err": av_prior_err, "av_max": av_max}
-    problem = posterior_problem(model, simulator, prior, inputs, sys_floor, prior_params=prior_params, **av)
+    b = tf.shape(seeds)[0]
+    plx = tf.fill([b], float("nan")) if plx is None else tf.cast(plx, tf.float32)
+    plx_err = tf.fill([b], float("nan")) if plx_err is None else tf.cast(plx_err, tf.float32)
+    problem = posterior_problem(model, simulator, prior, inputs, sys_floor, prior_params=prior_params, **av,
+                                plx=plx, plx_err=plx_err, mass_prior=mass_prior)
     res = adaptive_importance_sampling(problem.log_target, problem.flow_sample, problem.conditions, seeds,
                                        5, options, target_ess=target_ess, max_draws=max_draws)
     theta = problem.theta(res.draws)  # [B, M, 5]; unused slots carry zero weight
@@ -91,9 +105,26 @@ def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, 
     n = tf.cast(tf.shape(draws)[1], tf.float32)
     weights = tf.where(has[:, None], tf.ones_like(draws[..., 0]) / n, 0.0)
     out["samples"], out["weights"] = draws, weights
-    out.update(_flags(simulator, prior, inputs, draws, weights, res, sys_floor, prior_params, av,
+    box_mid = 0.5 * (tf.constant(prior.lower, tf.float32) + tf.constant(prior.upper, tf.float32))
+    safe = tf.where(tf.math.is_finite(draws), draws, box_mid)  # rows without weight: NaN draws
+    terms = log_likelihood_theta(simulator, safe, inputs, sys_floor, return_terms=True)
+    out.update(_flags(prior, inputs, safe, terms, weights, res, prior_params, av,
                       target_ess if target_ess is not None else options.target_ess))
+    out.update(_derived(terms, safe, plx, plx_err, mass_prior, _fold_seeds(seeds, 4)))
     return out
+
+
+def _derived(terms, draws, plx, plx_err, mass_prior, seeds) -> dict:
+    """Distance, radius, mass and luminosity: one (s, M) per returned draw, then their median and
+    16/84 % quantiles per star [B, 4] (NaN without a parallax)."""
+    derived = sample_derived(terms.mu, tf.reduce_sum(terms.weight, -1), draws[..., 1], draws[..., 0], plx,
+                             plx_err, mass_prior or MassPrior(), seeds)
+    values = tf.stack([derived[k] for k in DERIVED_NAMES], -1)  # [B, N, 4]
+    ok = tf.reduce_all(tf.math.is_finite(values), -1)
+    has = tf.reduce_any(ok, -1)
+    weights = tf.cast(ok, tf.float32)
+    stats = summarize(tf.where(ok[..., None], values, 0.0), tf.where(has[:, None], weights, 1.0))
+    return {f"derived_{k}": tf.where(has[:, None], stats[k], float("nan")) for k in ("median", "p16", "p84")}
 
 
 def _fold_seeds(seeds, value: int):
@@ -102,11 +133,8 @@ def _fold_seeds(seeds, value: int):
                      fn_output_signature=tf.TensorSpec([2], tf.int32))
 
 
-def _flags(simulator, prior, inputs, draws, weights, res, sys_floor, prior_params, av, target_ess) -> dict:
+def _flags(prior, inputs, safe, terms, weights, res, prior_params, av, target_ess) -> dict:
     """:func:`compute_flags` on the resampled draws; ``low_efficiency`` = short of the target ESS."""
-    box_mid = 0.5 * (tf.constant(prior.lower, tf.float32) + tf.constant(prior.upper, tf.float32))
-    safe = tf.where(tf.math.is_finite(draws), draws, box_mid)  # rows without weight: NaN draws
-    terms = log_likelihood_theta(simulator, safe, inputs, sys_floor, return_terms=True)
     log_prior = prior.log_prob(safe, prior_params, **av)
     short = res.ess / tf.cast(target_ess, tf.float32)  # ≥ 1 once converged
     flags = compute_flags(terms, inputs["band_index"], safe, weights, log_prior, short, res.khat,

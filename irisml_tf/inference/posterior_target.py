@@ -22,8 +22,25 @@ import tensorflow as tf
 
 from irisml_tf.inference.adaptive import row_normal
 from irisml_tf.inference.likelihood import log_likelihood_theta, unpack_inputs
+from irisml_tf.physics.parallax import MassPrior, parallax_log_likelihood
 
-__all__ = ["PosteriorProblem", "posterior_problem"]
+__all__ = ["PosteriorProblem", "posterior_problem", "log_likelihood_with_parallax"]
+
+
+def log_likelihood_with_parallax(simulator, theta, c: Mapping, sys_floor, mass_prior=None, return_terms=False):
+    """THE likelihood of the engine: log p(x | θ) + log p(ϖ | θ) [B, N] for θ [B, N, 5], ``c`` the
+    photometry (band_index, mag, mag_err) and ``plx``/``plx_err`` [B] (NaN = none). The parallax
+    term is computed only when some star of the batch has a parallax (it costs several times the
+    simulator per draw). With ``return_terms``: (log_lik, the photometric LikelihoodTerms)."""
+    terms = log_likelihood_theta(simulator, theta, c, sys_floor, return_terms=True)
+    mass_prior = mass_prior or MassPrior()
+
+    def with_plx():
+        return terms.log_lik + parallax_log_likelihood(terms.mu, tf.reduce_sum(terms.weight, -1), theta[..., 1],
+                                                       c["plx"], c["plx_err"], mass_prior)
+    has = tf.reduce_any(tf.math.is_finite(c["plx"]) & tf.math.is_finite(c["plx_err"]))
+    log_lik = tf.cond(has, with_plx, lambda: terms.log_lik)
+    return (log_lik, terms) if return_terms else log_lik
 
 
 def _pad_rows(nest):
@@ -53,7 +70,8 @@ class PosteriorProblem(NamedTuple):
 
 
 def posterior_problem(model, simulator, prior, inputs: Mapping, sys_floor, *, prior_params=None,
-                      av_prior=None, av_prior_err=None, av_max=None) -> PosteriorProblem:
+                      av_prior=None, av_prior_err=None, av_max=None, plx=None, plx_err=None,
+                      mass_prior=None) -> PosteriorProblem:
     """The adaptive sampler's problem for a batch of stars.
 
     Args:
@@ -65,6 +83,9 @@ def posterior_problem(model, simulator, prior, inputs: Mapping, sys_floor, *, pr
       prior_params: the target prior's parameters float32 [21] (:data:`~irisml_tf.physics.prior.
         PRIOR_PARAM_NAMES`; None: ``prior``'s own). av_prior, av_prior_err, av_max: per-star A_V
         priors float32 [B] (NaN = none; :meth:`~irisml_tf.physics.prior.Prior.log_prob`) or None.
+      plx, plx_err: zero-point-corrected parallaxes and errors [B] (mas; NaN = none) or None: the
+        parallax enters the target through :func:`~irisml_tf.physics.parallax.parallax_log_likelihood`
+        under ``mass_prior`` (:class:`~irisml_tf.physics.parallax.MassPrior`; None = its default).
     """
     if model.flow.mixture is not None:
         raise ValueError("posterior_problem needs a flow with a standard normal base "
@@ -76,7 +97,8 @@ def posterior_problem(model, simulator, prior, inputs: Mapping, sys_floor, *, pr
     conditions = {"band_index": band_index, "mag": mag, "mag_err": mag_err,
                   "context": model.context(band_index, mag, mag_err),
                   **{k: nan if v is None else tf.cast(v, tf.float32) for k, v in
-                     (("av_prior", av_prior), ("av_prior_err", av_prior_err), ("av_max", av_max))}}
+                     (("av_prior", av_prior), ("av_prior_err", av_prior_err), ("av_max", av_max),
+                      ("plx", plx), ("plx_err", plx_err))}}
     transform = model.parameter_transform()
     flow = model.flow
 
@@ -84,7 +106,7 @@ def posterior_problem(model, simulator, prior, inputs: Mapping, sys_floor, *, pr
         rows = tf.shape(z)[0]
         c, z = _pad_rows((c, z))
         theta = transform.forward(z)
-        log_lik = log_likelihood_theta(simulator, theta, c, sys_floor)
+        log_lik = log_likelihood_with_parallax(simulator, theta, c, sys_floor, mass_prior)
         log_prior = prior.log_prob(theta, prior_params, c["av_prior"], c["av_prior_err"], c["av_max"])
         return (log_lik + log_prior + transform.forward_log_det_jacobian(z, event_ndims=1))[:rows]
 
