@@ -302,3 +302,32 @@ def test_cli_speed_text():
     assert _speed(SimpleNamespace(rows_per_second=0.4866, inferred_now=3)) == "3 inferred, 0.49 rows/s"
     assert _speed(SimpleNamespace(rows_per_second=6.66, inferred_now=40)) == "40 inferred, 6.7 rows/s"
     assert _speed(SimpleNamespace(rows_per_second=1234.5, inferred_now=10**5)) == "100000 inferred, 1234 rows/s"
+
+
+def test_parallax_and_prior_columns_go_through(tiny_model, stars, reference, tmp_path):
+    """Parallax and A_V prior columns: used where usable, a status code where not, never a lost row;
+    rows with a parallax get distance … luminosity, the others NaN; a user prior file is taken."""
+    df = stars.copy()
+    plx = np.full(len(df), np.nan, object)
+    plx[:4] = [5.0, -0.3, "abc", 2.0]
+    err = np.full(len(df), np.nan, object)
+    err[:4] = [0.05, 0.2, 0.1, -1.0]
+    df["parallax"], df["parallax_error"] = plx, err
+    df["av_prior"] = [0.3, "x"] + [np.nan] * (len(df) - 2)
+    df["av_prior_err"] = [0.05, 0.05] + [np.nan] * (len(df) - 2)
+    df.to_csv(tmp_path / "in.csv", index=False)
+    (tmp_path / "near.yaml").write_text("av: {mean: 0.1, max: 2.0}\n")
+    messages = []
+    summary = infer_catalog(tiny_model, tmp_path / "in.csv", tmp_path / "out.csv", echo=messages.append,
+                            prior=tmp_path / "near.yaml", **OPTS)
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert summary.rows == len(df) == len(out)
+    assert any("parallax: parallax ± parallax_error" in m for m in messages)
+    assert any("av_prior (av_prior)" in m for m in messages) and any("prior:" in m for m in messages)
+    status = out["status"].tolist()
+    assert "parallax:text" in status[2] and "parallax:nonpositive_error" in status[3]
+    assert "prior:av_prior_ignored(text)" in status[1]
+    assert np.all(np.isfinite(out.loc[:1, ["distance_median", "radius_median", "mass_median"]]))
+    assert out.loc[2:, "distance_median"].isna().all()  # unusable or no parallax: colour-only
+    assert np.all(out["av_p84"].dropna() <= 2.0 + 1e-4)  # the file's A_V cap
+    assert {"n_draws", "rounds"} <= set(out.columns) and (out["n_draws"].dropna() >= 256).all()
