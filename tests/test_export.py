@@ -121,9 +121,10 @@ def test_saved_model_cli_run(tiny_export, tiny_model, tmp_path):
     meta = tiny_model.meta
     exprs = (f"band_index={BI};mag={MAG};mag_err={ERR};num_samples=50;seed={seeds};"
              f"target_ess={meta.engine_options.target_ess};max_draws={meta.engine_options.max_draws};"
-             f"prior_params={list(meta.prior_params)}")
+             f"prior_params={list(meta.prior_params)};parallax_zero_point=0.0")
     np.save(tmp_path / "none.npy", np.full(len(BI), np.nan, np.float32))  # NaN is no Python literal
-    files = ";".join(f"{k}={tmp_path / 'none.npy'}" for k in ("av_prior", "av_prior_err", "av_max"))
+    files = ";".join(f"{k}={tmp_path / 'none.npy'}" for k in ("av_prior", "av_prior_err", "av_max", "parallax",
+                                                               "parallax_error"))
     proc = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run",
                            "--dir", str(tiny_export), "--tag_set", "serve", "--signature_def",
                            "serving_default", "--input_exprs", exprs, "--inputs", files],
