@@ -182,11 +182,12 @@ def test_same_seed_same_draws_and_rows_independent_of_their_batch(engine, result
     # the missed star alone, and the bimodal star behind the others: same result per key
     alone = engine(batch([rows[2]]), star_seeds(tf.constant([3, 4]), keys[2:]))
     np.testing.assert_array_equal(alone.draws.numpy()[0], result.draws.numpy()[2])
-    # at another position in the batch, vectorised kernels may round differently (1 ulp):
-    # the same random numbers, the same result up to float round-off
+    # at another position in the batch, vectorised kernels may round differently (1 ulp), and the
+    # central-difference Hessian of the mode search scales that by 1/(2h) = 500: the same random
+    # numbers, the same result up to amplified float round-off (~1e-5 in flow units)
     order = [2, 0, 1]
     mixed = engine(batch([rows[i] for i in order]), star_seeds(tf.constant([3, 4]), tf.gather(keys, order)))
-    np.testing.assert_allclose(mixed.draws.numpy()[2], result.draws.numpy()[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mixed.draws.numpy()[2], result.draws.numpy()[1], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(mixed.weights.numpy()[2], result.weights.numpy()[1], rtol=1e-3, atol=1e-8)
     assert int(mixed.rounds[2]) == int(result.rounds[1])
     other = engine(batch(rows), star_seeds(tf.constant([3, 5]), keys))

@@ -198,7 +198,7 @@ def _same_numbers(got: pd.DataFrame, ref: pd.DataFrame) -> None:
     # the engine's weights and its best returned draw: check_export's tolerances; the flags of a
     # star short of its target ESS rest on a few heavy draws, so only input codes are compared there
     ratio = got["ess"].to_numpy() / ref["ess"].to_numpy()
-    assert np.all((ratio >= 0.5) & (ratio <= 2.0)), ratio
+    assert np.all(np.isnan(ratio) | ((ratio >= 0.5) & (ratio <= 2.0))), ratio  # NaN: a skipped row
     short = ref["status"].str.contains("flag:low_efficiency").to_numpy()
     assert _input_codes(got["status"]) == _input_codes(ref["status"])
     assert got["status"][~short].tolist() == ref["status"][~short].tolist()
