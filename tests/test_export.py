@@ -128,7 +128,7 @@ def test_saved_model_cli_run(tiny_export, tiny_model, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run",
                            "--dir", str(tiny_export), "--tag_set", "serve", "--signature_def",
                            "serving_default", "--input_exprs", exprs, "--inputs", files],
-                          capture_output=True, text=True, timeout=300,
+                          capture_output=True, text=True, timeout=900,
                           env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     match = re.search(r"Result for output key median:\n(\[\[.*?\]\])", proc.stdout, re.S)
@@ -159,9 +159,10 @@ def test_check_rule_fails_on_a_wrong_output(tiny_model):
     """compare_outputs on the SavedModel's own outputs passes; a quantile moved by a posterior σ,
     swapped p16/p84, a shifted set of draws or another draw count fails, naming that output."""
     out = tiny_model.run(BI, MAG, ERR, 400, seed=4)
-    converged = dict(out, converged=np.ones_like(out["converged"]))  # the strict tolerances
+    # settled stars (at target, ESS well above WEAK_ESS): the strict tolerances
+    converged = dict(out, converged=np.ones_like(out["converged"]), ess=np.full_like(out["ess"], 1000.0))
     assert compare_outputs(converged, converged).ok
-    noisy = dict(converged, median=out["median"] + 0.05 * out["std"], ess=out["ess"] * 1.3)
+    noisy = dict(converged, median=out["median"] + 0.05 * out["std"], ess=converged["ess"] * 1.3)
     assert compare_outputs(converged, noisy).ok
     moved = compare_outputs(converged, dict(converged, p16=out["p16"] + out["std"]))
     assert moved.failed == ("p16",) and not moved.ok
