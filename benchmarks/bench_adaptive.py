@@ -24,19 +24,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _imports():
-    """Helpers that are moving between modules (renovation): take whichever exists."""
-    try:
-        from irisml_tf.rundir import load_posterior
-    except ImportError:
-        from irisml_tf.training.driver import load_posterior
-    try:
-        from irisml_tf.data.testsets import BAND_SETS, simulate_test_sets
-    except ImportError:
-        from irisml_tf.evaluate import BAND_SETS, simulate_test_sets
-    return load_posterior, BAND_SETS, simulate_test_sets
-
-
 def make_runner(model, sim, prior, sys_floor, options):
     """A tf.function (band_index, mag, mag_err, keys, seed) → (θ draws, AdaptiveResult)."""
     import tensorflow as tf
@@ -129,13 +116,13 @@ def main(argv=None) -> None:
     import ast
     import dataclasses
 
+    from irisml_tf.data.testsets import simulate_test_sets
     from irisml_tf.inference.adaptive import AdaptiveOptions
     from irisml_tf.serving import load_model
 
-    load_posterior, _, simulate_test_sets = _imports()
     exported = load_model(args.model)
     sim, prior = exported.physics()
-    model = load_posterior(exported.run_dir)
+    model = exported.posterior()
     sys_floor = exported.observation.sys_floor
     theta, sets = simulate_test_sets(sim, prior, exported.observation.to_dict(), args.stars,
                                      args.seed, args.sets)

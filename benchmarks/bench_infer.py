@@ -40,13 +40,12 @@ def main() -> None:
     from irisml_tf.data.testsets import simulate_test_sets
     from irisml_tf.inference.engine import run_engine
     from irisml_tf.rowseed import call_seeds
-    from irisml_tf.rundir import load_posterior
     from irisml_tf.serving import load_model
 
     model = load_model(args.model)
     sim, prior = model.physics()
     _, sets = simulate_test_sets(sim, prior, model.observation, args.stars, args.seed, args.sets)
-    posterior = load_posterior(model.run_dir)
+    posterior = model.posterior()
     sys_floor, engine = model.observation.sys_floor, model.meta.engine_options
 
     @tf.function(reduce_retracing=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from .main import main
+from .options import engine_options
 
 
 @main.command(help="""Posterior of Teff, log g, [M/H], A_V and R_V for every row of CATALOG
@@ -65,15 +66,7 @@ warning.""")
 @click.option("--samples", "num_samples", type=click.IntRange(min=1), default=256, show_default=True,
               help="Posterior draws per star written by --save-samples (resampled from the weighted "
                    "draws; the flags use them too). At most the model's max_samples.")
-@click.option("--target-ess", type=click.FloatRange(min=1), default=300, show_default=True,
-              help="Stop a star once its effective sample size reaches this (300: quantiles to ~0.1 σ).")
-@click.option("--max-draws", type=click.IntRange(min=1), default=None,
-              help="Draw budget per star [default: the model's, 20000; at most that].")
-@click.option("--parallax-zero-point", type=float, default=-0.017, show_default=True,
-              help="Gaia parallax zero point (mas), subtracted from the parallax column (Lindegren+2021 "
-                   "global DR3 value; 0 if you applied their full recipe).")
-@click.option("--prior", "prior_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Your prior (YAML, keys of configs/prior.yaml); keys left out keep the training prior.")
+@engine_options
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Random seed: each row draws from a seed made of this and its source_id (else its "
                    "row number), so the same seed gives the same output whatever the chunk size.")

@@ -56,7 +56,7 @@ from irisml_tf.physics.bands import BAND_NAMES, BANDS, get_band
 
 __all__ = ["ROLES", "MAG_RANGE", "SENTINELS", "DEFAULT_ERR", "BandColumns", "ColumnMatch",
            "Prepared", "match_columns", "prepare_rows", "check_default_err", "flux_to_mag", "status_string",
-           "status_key", "count_status"]
+           "status_key", "count_status", "numeric_column"]
 
 #: The quantities a column can carry for a band.
 ROLES = ("mag", "err", "flux", "flux_err", "flux_over_error")
@@ -250,7 +250,7 @@ class Prepared:
         return [status_string(c) for c in self.codes]
 
 
-def _numeric(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def numeric_column(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """A column as float64 (NaN for blanks) and a mask of cells holding text that is not a number."""
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
         return series.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(series), bool)
@@ -349,12 +349,12 @@ def _read_band(df: pd.DataFrame, bc: BandColumns, mag_range: tuple[float, float]
     r = len(df)
     flux = text_flux = None
     if bc.flux:
-        flux, text_flux = _numeric(df[bc.flux])
+        flux, text_flux = numeric_column(df[bc.flux])
     err, err_text, err_sentinel = _read_error(df, bc, flux)
     band = _BandValues(bc.band, np.empty(r), np.empty(r, bool), err, err_text, err_sentinel,
                        has_err=bool(bc.err or bc.flux_over_error or bc.flux_err))
     if bc.mag:
-        m, text = _numeric(df[bc.mag])
+        m, text = numeric_column(df[bc.mag])
         bad_sent = _is_sentinel(m)
         bad_range = np.isfinite(m) & ~bad_sent & ((m < mag_range[0]) | (m > mag_range[1]))
         band.note(text, "dropped", "text")
@@ -377,15 +377,15 @@ def _read_error(df: pd.DataFrame, bc: BandColumns, flux: np.ndarray | None):
     r = len(df)
     no = np.zeros(r, bool)
     if bc.err:
-        e, text_e = _numeric(df[bc.err])
+        e, text_e = numeric_column(df[bc.err])
         return e, text_e, _is_sentinel(e)
     if bc.flux_over_error:
-        foe, text_e = _numeric(df[bc.flux_over_error])
+        foe, text_e = numeric_column(df[bc.flux_over_error])
         with np.errstate(divide="ignore", invalid="ignore"):
             e = np.where(foe > 0, _MAG_PER_LN / foe, np.where(np.isnan(foe), np.nan, -1.0))
         return np.where(np.isposinf(foe), 0.0, e), text_e, no  # infinite S/N: raised to err_min later
     if bc.flux_err:
-        fe, text_e = _numeric(df[bc.flux_err])
+        fe, text_e = numeric_column(df[bc.flux_err])
         with np.errstate(divide="ignore", invalid="ignore"):
             e = np.where(flux > 0, _MAG_PER_LN * fe / np.where(flux > 0, flux, 1.0), np.nan)
         return e, text_e, no

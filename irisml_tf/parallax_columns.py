@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from irisml_tf.columns import _numeric
+from irisml_tf.columns import numeric_column
 from irisml_tf.physics.parallax import DEFAULT_ZERO_POINT
 
 __all__ = ["PARALLAX_COLUMNS", "PARALLAX_STATUS", "ParallaxColumns", "match_parallax_columns", "read_parallax"]
@@ -118,7 +118,7 @@ def read_parallax(table: pd.DataFrame, zero_point: float = DEFAULT_ZERO_POINT) -
     values = {}
     for quantity in PARALLAX_COLUMNS:
         name = columns.get(quantity)
-        values[quantity] = _numeric(table[name]) if name is not None else (np.full(n, np.nan), np.zeros(n, bool))
+        values[quantity] = numeric_column(table[name]) if name is not None else (np.full(n, np.nan), np.zeros(n, bool))
     (plx, plx_text), (err, err_text) = values["parallax"], values["parallax_error"]
     reason = _reasons(plx, plx_text, err, err_text)
     use = np.isfinite(plx) & (reason == "")

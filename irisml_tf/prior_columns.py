@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from irisml_tf.columns import _numeric
+from irisml_tf.columns import numeric_column
 from irisml_tf.physics.av_prior import AV_PRIOR_COLUMNS, AV_PRIOR_REACH, usable_av_prior
 
 __all__ = ["AvPriorColumns", "match_av_prior_columns", "read_av_prior"]
@@ -69,7 +69,7 @@ def read_av_prior(table: pd.DataFrame, av_low: float, av_high: float) -> AvPrior
     values, text = {}, {}
     for key in AV_PRIOR_COLUMNS:
         if key in names:
-            values[key], text[key] = _numeric(table[names[key]])
+            values[key], text[key] = numeric_column(table[names[key]])
         else:
             values[key], text[key] = np.full(n, np.nan), np.zeros(n, bool)
     use_gauss, use_max, upper = usable_av_prior(values["av_prior"], values["av_prior_err"], values["av_max"],

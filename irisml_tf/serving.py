@@ -45,6 +45,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -53,7 +54,7 @@ from irisml_tf.inference.summaries import SUMMARY_NAMES
 from irisml_tf.physics.parallax import DEFAULT_ZERO_POINT, MassPrior
 
 __all__ = ["export_model", "load_model", "ExportedModel", "ModelMeta", "TrainingRecord",
-           "default_model_path", "check_export", "compare_outputs", "ExportCheck", "SIGNATURE",
+           "default_model_path", "check_target_ess", "check_export", "compare_outputs", "ExportCheck", "SIGNATURE",
            "OUTPUT_KEYS", "META_FILE", "EXACT_OUTPUTS", "ROUND_OUTPUTS", "POSTERIOR_OUTPUTS"]
 
 SIGNATURE = "serving_default"
@@ -119,7 +120,7 @@ class ModelMeta:
     tensorflow_version: str = ""
     format: int = 2
 
-    @property
+    @functools.cached_property
     def engine_options(self):
         """The :class:`~irisml_tf.inference.adaptive.AdaptiveOptions` of the exported graph."""
         from irisml_tf.inference.adaptive import AdaptiveOptions
@@ -128,6 +129,18 @@ class ModelMeta:
         if "learning_rate" in d:
             d["learning_rate"] = tuple(d["learning_rate"])
         return AdaptiveOptions(**d)
+
+    def engine_budget(self, target_ess=None, max_draws=None) -> tuple[float, int]:
+        """(target ESS, draw budget) of a call: the engine's defaults, or the given values checked
+        (ValueError naming the argument; the budget is at most the one fixed at export)."""
+        engine = self.engine_options
+        target = engine.target_ess if target_ess is None else check_target_ess(target_ess)
+        budget = engine.max_draws if max_draws is None else max_draws
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or \
+                not engine.n0 <= budget <= engine.max_draws:
+            raise ValueError(f"`max_draws` must be in {engine.n0} … {engine.max_draws} (the model's draw "
+                             f"budget, fixed at export), got {max_draws!r}")
+        return target, int(budget)
 
     @property
     def observation(self):
@@ -159,6 +172,13 @@ class ModelMeta:
         return d
 
 
+def check_target_ess(value) -> float:
+    """A target ESS as float (ValueError unless a number ≥ 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 1 <= value < np.inf:
+        raise ValueError(f"`target_ess` must be a number ≥ 1, got {value!r}")
+    return float(value)
+
+
 def default_model_path() -> Path:
     """$IRISML_TF_MODEL, else the shipped model: ``default/`` of the package data
     ``irisml_tf.saved_models`` (the top-level saved_models/ folder, mapped by setup.cfg), found by
@@ -177,13 +197,13 @@ def default_model_path() -> Path:
 
 
 class _Serving(tf.Module):
-    def __init__(self, posterior, simulator, prior, sys_floor: float, max_samples: int, engine):
+    def __init__(self, posterior, simulator, prior, sys_floor: float, max_samples: int, engine, mass_prior):
         super().__init__(name="irisml")
         self.posterior, self.simulator, self.prior = posterior, simulator, prior
         # the C++ loader (TF Serving, saved_model_cli) only finds variables tracked as tf.Variables
         self._weights = [v.value for v in posterior.variables]
         self._sys_floor, self._max_samples, self._engine = float(sys_floor), int(max_samples), engine
-        self._mass_prior = MassPrior()
+        self._mass_prior = mass_prior
 
     @tf.function(input_signature=_SPEC)
     def serve(self, band_index, mag, mag_err, num_samples, seed, target_ess, max_draws, prior_params, av_prior,
@@ -201,7 +221,7 @@ class _Serving(tf.Module):
         return {k: out[k] for k in OUTPUT_KEYS}
 
 
-def _meta(run_dir: Path, config: dict, simulator, prior, max_samples: int, engine) -> ModelMeta:
+def _meta(run_dir: Path, config: dict, simulator, prior, max_samples: int, engine, mass_prior) -> ModelMeta:
     from importlib.metadata import version
 
     from irisml_tf.inference.flags import FLAG_BITS
@@ -217,7 +237,7 @@ def _meta(run_dir: Path, config: dict, simulator, prior, max_samples: int, engin
         max_samples=int(max_samples), flag_bits=dict(FLAG_BITS), grid_sha256=simulator.grid.sha256,
         run_dir=str(run_dir), config=config, engine=asdict(engine),
         prior_param_names=PRIOR_PARAM_NAMES, prior_params=tuple(float(v) for v in prior.params),
-        mass_prior=asdict(MassPrior()),
+        mass_prior=asdict(mass_prior),
         training=TrainingRecord(**{k: metrics.get(k) for k in TrainingRecord.__dataclass_fields__}))
 
 
@@ -248,7 +268,9 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_samples: int =
     simulator = Simulator(jit_compile=False)
     prior = Prior(config["prior"], simulator.grid)
     engine = engine or AdaptiveOptions()
-    module = _Serving(posterior, simulator, prior, config["observation"]["sys_floor"], max_samples, engine)
+    mass_prior = MassPrior()  # the graph's and irisml.json's
+    module = _Serving(posterior, simulator, prior, config["observation"]["sys_floor"], max_samples, engine,
+                      mass_prior)
     # no custom-gradient tracing: serving never differentiates, and tracing the engine's many
     # gradient functions made the save several times slower
     tf.saved_model.save(module, str(out_dir), signatures={SIGNATURE: module.serve},
@@ -259,7 +281,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_samples: int =
     if (run_dir / "metrics.json").exists():  # the training record survives a re-export from assets/run
         shutil.copyfile(run_dir / "metrics.json", out_dir / "assets" / "run" / "metrics.json")
     posterior.save_weights(str(out_dir / "assets" / "run" / "final.weights.h5"))
-    meta = _meta(run_dir, config, simulator, prior, max_samples, engine)
+    meta = _meta(run_dir, config, simulator, prior, max_samples, engine, mass_prior)
     (out_dir / "assets" / META_FILE).write_text(json.dumps(meta.to_json(), indent=1) + "\n")
     return out_dir
 
@@ -291,11 +313,20 @@ class ExportedModel:
         self.run_dir = self.path / "assets" / "run"
         self._fn = None  # the graph, loaded on the first run()
         self._physics: dict = {}
+        self._posterior = None
 
     @property
     def observation(self):
         """The run's resolved :class:`~irisml_tf.data.observation.ObservationConfig`."""
         return self.meta.observation
+
+    def posterior(self):
+        """The library model with the exported weights (``assets/run``), built once."""
+        from irisml_tf.rundir import load_posterior
+
+        if self._posterior is None:
+            self._posterior = load_posterior(self.run_dir)
+        return self._posterior
 
     def physics(self, grid: str | Path | None = None):
         """(Simulator, Prior) the model was trained with: its grid (default: the shipped one; its
@@ -336,14 +367,7 @@ class ExportedModel:
             raise ValueError(f"`num_samples` must be in 1 … {self.meta.max_samples}, got {num_samples}")
         b = band_index.shape[0]
         seeds = _seeds(seed, b)
-        target = self.meta.engine_options.target_ess if target_ess is None else float(target_ess)
-        if not 1 <= target < np.inf:
-            raise ValueError(f"`target_ess` must be a number ≥ 1, got {target_ess!r}")
-        cap = self.meta.engine_options.max_draws
-        budget = cap if max_draws is None else int(max_draws)
-        if not self.meta.engine_options.n0 <= budget <= cap:
-            raise ValueError(f"`max_draws` must be in {self.meta.engine_options.n0} … {cap} (the model's "
-                             f"draw budget, fixed at export), got {max_draws!r}")
+        target, budget = self.meta.engine_budget(target_ess, max_draws)
         params = np.asarray(self.meta.prior_params if prior_params is None else prior_params, np.float32)
         if params.shape != (len(self.meta.prior_param_names),):
             raise ValueError(f"`prior_params` must hold {len(self.meta.prior_param_names)} numbers, "
@@ -521,11 +545,10 @@ def _library_outputs(model: ExportedModel, args: Mapping) -> dict[str, np.ndarra
     tf.function with the export's (non-XLA) simulator."""
     from irisml_tf.inference.engine import run_engine
     from irisml_tf.physics.simulator import Simulator
-    from irisml_tf.rundir import load_posterior
 
     xla_sim, prior = model.physics()
     sim = Simulator(xla_sim.grid, jit_compile=False)
-    posterior = load_posterior(model.run_dir)
+    posterior = model.posterior()
     a = {k: tf.constant(v) for k, v in args.items()}
 
     @tf.function
@@ -533,9 +556,9 @@ def _library_outputs(model: ExportedModel, args: Mapping) -> dict[str, np.ndarra
         return run_engine(posterior, sim, prior, a, a["seed"], model.observation.sys_floor,
                           options=model.meta.engine_options, num_samples=a["num_samples"],
                           target_ess=a["target_ess"], max_draws=a["max_draws"], prior_params=a["prior_params"],
-                          av_prior=a["av_prior"], plx=a["parallax"] - a["parallax_zero_point"],
-                          plx_err=a["parallax_error"],
-                          av_prior_err=a["av_prior_err"], av_max=a["av_max"])
+                          av_prior=a["av_prior"], av_prior_err=a["av_prior_err"], av_max=a["av_max"],
+                          plx=a["parallax"] - a["parallax_zero_point"], plx_err=a["parallax_error"],
+                          mass_prior=MassPrior(**model.meta.mass_prior))
     out = run()
     return {k: np.asarray(out[k]) for k in OUTPUT_KEYS}
 
@@ -563,31 +586,44 @@ def compare_outputs(ref: Mapping, got: Mapping, *, modules=(), rtol: float = 1e-
                     sigma_tol: float = 0.25, ess_ratio: float = 2.0, khat_tol: float = 0.2) -> ExportCheck:
     """The rule of :func:`check_export`: the library's outputs ``ref`` against the SavedModel's
     ``got`` (dicts of arrays with :data:`OUTPUT_KEYS`)."""
+    stars = _stars(ref, got)
     diffs, failed = {}, []
     for key in OUTPUT_KEYS:
         r, g = np.asarray(ref[key], np.float64), np.asarray(got[key], np.float64)
         if r.shape != g.shape or not np.array_equal(np.isfinite(r), np.isfinite(g)):
             diffs[key], close = float("inf"), False
         else:
-            diffs[key], close = _diff(key, r, g, ref, got, rtol, atol, sigma_tol, ess_ratio, khat_tol)
+            diffs[key], close = _diff(key, r, g, ref, got, stars, rtol, atol, sigma_tol, ess_ratio, khat_tol)
         if not close:
             failed.append(key)
     return ExportCheck(failed=tuple(failed), max_diff=diffs, modules=tuple(modules))
 
 
-def _diff(key, r, g, ref, got, rtol, atol, sigma_tol, ess_ratio, khat_tol) -> tuple[float, bool]:
+class _Stars(NamedTuple):
+    """Per star, for :func:`_diff`: ``short`` (not settled: not at target in both processes after
+    the same rounds; its tails rest on a few heavy draws, or one process had a round more),
+    ``weak`` (ESS below :data:`WEAK_ESS` in both: no posterior to compare), ``sd`` (the library's
+    posterior std [B, 5], the scale of the summaries)."""
+
+    short: np.ndarray
+    weak: np.ndarray
+    sd: np.ndarray
+
+
+def _stars(ref: Mapping, got: Mapping) -> _Stars:
+    short = ~(np.asarray(ref["converged"], bool) & np.asarray(got["converged"], bool)
+              & (np.asarray(ref["rounds"]) == np.asarray(got["rounds"])))
+    weak = np.maximum(np.nan_to_num(np.asarray(ref["ess"], np.float64)),
+                      np.nan_to_num(np.asarray(got["ess"], np.float64))) < WEAK_ESS
+    sd = np.maximum(np.where(np.isfinite(ref["std"]), ref["std"], 0.0), 1e-12)
+    return _Stars(short, weak, sd)
+
+
+def _diff(key, r, g, ref, got, stars: _Stars, rtol, atol, sigma_tol, ess_ratio, khat_tol) -> tuple[float, bool]:
     """(largest difference, within tolerance) of one output (shapes and NaN patterns equal)."""
     ok = np.isfinite(r)
     r, g = np.where(ok, r, 0.0), np.where(ok, g, 0.0)
-    sd = np.maximum(np.where(np.isfinite(ref["std"]), ref["std"], 0.0), 1e-12)
-    # strict only where both processes took the same rounds and reached the target: elsewhere the
-    # tails rest on a few heavy draws, or one process had a round more
-    short = ~(np.asarray(ref["converged"], bool) & np.asarray(got["converged"], bool)
-              & (np.asarray(ref["rounds"]) == np.asarray(got["rounds"])))
-    # a star whose ESS stays below WEAK_ESS in both processes has no posterior to compare: its
-    # weight sits on a handful of draws that each process picks differently (an untrained model)
-    weak = np.maximum(np.nan_to_num(np.asarray(ref["ess"], np.float64)),
-                      np.nan_to_num(np.asarray(got["ess"], np.float64))) < WEAK_ESS
+    short, weak, sd = stars
     if key in ROUND_OUTPUTS:
         d = np.abs(r - g)
         if key == "n_draws":  # follows the rounds: equal where they are

@@ -15,12 +15,11 @@ DISTANCE = np.array([100.0, 50.0, 200.0, 800.0])
 
 @pytest.fixture(scope="module")
 def shipped():
-    from irisml_tf.rundir import load_posterior
     from irisml_tf.serving import load_model
 
     model = load_model()
     sim, prior = model.physics()
-    return model, sim, prior, load_posterior(model.run_dir)
+    return model, sim, prior, model.posterior()
 
 
 def _photometry(model, sim, rng):

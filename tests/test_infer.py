@@ -331,3 +331,19 @@ def test_parallax_and_prior_columns_go_through(tiny_model, stars, reference, tmp
     assert out.loc[2:, "distance_median"].isna().all()  # unusable or no parallax: colour-only
     assert np.all(out["av_p84"].dropna() <= 2.0 + 1e-4)  # the file's A_V cap
     assert {"n_draws", "rounds"} <= set(out.columns) and (out["n_draws"].dropna() >= 256).all()
+
+
+def test_cli_engine_defaults_are_the_librarys():
+    """`infer` and `survey` share their engine options (cli/options.py); their defaults are
+    InferOptions' and SurveyOptions'."""
+    from irisml_tf.app.infer import InferOptions
+    from irisml_tf.app.survey import SurveyOptions
+    from irisml_tf.cli.main import main
+
+    for name, options in (("infer", InferOptions()), ("survey", SurveyOptions())):
+        params = {p.name: p for p in main.commands[name].params}
+        assert params["target_ess"].default == options.target_ess
+        assert params["max_draws"].default == options.max_draws
+        assert params["parallax_zero_point"].default == options.parallax_zero_point
+        assert params["prior_file"].default is None and options.prior is None
+        assert params["num_samples"].default == options.num_samples

@@ -67,11 +67,13 @@ from irisml_tf.columns import (
     prepare_rows,
     status_string,
 )
+from irisml_tf.inference.engine import DERIVED_NAMES
 from irisml_tf.inference.summaries import SUMMARY_NAMES
 from irisml_tf.physics.parallax import DEFAULT_ZERO_POINT
 from irisml_tf.physics.simulator import PARAM_NAMES
 from irisml_tf.progress import ProgressBar, progress_bar
 from irisml_tf.rowseed import row_seeds
+from irisml_tf.serving import check_target_ess
 from irisml_tf.workdir import WorkDir, atomic_write
 
 __all__ = ["infer_catalog", "InferOptions", "InferSummary", "ChunkInference", "ChunkResult",
@@ -108,8 +110,6 @@ def output_columns(param_names: Sequence[str] = PARAM_NAMES) -> list[str]:
 
 def _derived_columns() -> list[str]:
     """distance/radius/mass/luminosity × median/p16/p84 (NaN for rows without a parallax)."""
-    from irisml_tf.inference.engine import DERIVED_NAMES
-
     return [f"{d}_{s}" for d in DERIVED_NAMES for s in _DERIVED_STATS]
 
 
@@ -148,7 +148,8 @@ class InferOptions:
     def validate(self, model=None) -> InferOptions:
         """These options, checked (ValueError naming the option) and normalised (``save_samples`` a
         Path, ``seed`` an int); with ``model`` (an ExportedModel) also against its limits:
-        ``num_samples`` ≤ its max_samples, ``default_err`` within its training error range."""
+        ``num_samples`` ≤ its max_samples, ``default_err`` within its training error range,
+        ``max_draws`` within its draw budget (:meth:`~irisml_tf.serving.ModelMeta.engine_budget`)."""
         save_samples = _check_save_samples(self.save_samples)
         seed = self.seed
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -164,15 +165,11 @@ class InferOptions:
                              f"got {self.num_samples}")
         if self.num_samples < 1:
             raise ValueError(f"`num_samples` must be ≥ 1, got {self.num_samples}")
-        if not (isinstance(self.target_ess, (int, float, np.number)) and 1 <= self.target_ess < np.inf):
-            raise ValueError(f"`target_ess` must be a number ≥ 1, got {self.target_ess!r}")
+        check_target_ess(self.target_ess)
         if model is not None:
             obs = model.observation
             check_default_err(self.default_err, obs.err_min, obs.err_max)
-            engine = model.meta.engine_options
-            if self.max_draws is not None and not engine.n0 <= self.max_draws <= engine.max_draws:
-                raise ValueError(f"`max_draws` must be in {engine.n0} … {engine.max_draws} (the model's draw "
-                                 f"budget, fixed at export), got {self.max_draws}")
+            model.meta.engine_budget(self.target_ess, self.max_draws)
         return replace(self, save_samples=save_samples, seed=int(seed), default_err=float(self.default_err))
 
 
@@ -346,8 +343,6 @@ class ChunkInference:
         self.parallax_zero_point = float(parallax_zero_point)
         self.prior = load_user_prior(prior, model.meta.config["prior"], model.meta.lower, model.meta.upper)
         self.prior_params = self.prior.params
-        av = self.prior.config["av"]
-        self.av_support = (max(av["offset"], model.meta.lower[3]), min(av["max"], model.meta.upper[3]))
         draws = max(num_samples, model.meta.engine_options.draws_per_round)
         self.batch = max(1, max_batch_elements // draws)
         self.want_samples = want_samples
@@ -371,7 +366,7 @@ class ChunkInference:
 
         prep = prepare_rows(df, self.match, bands=self.model.bands, min_bands=self.obs.min_bands,
                             err_min=self.obs.err_min, err_max=self.obs.err_max, default_err=self.default_err)
-        av = read_av_prior(df, *self.av_support)
+        av = read_av_prior(df, *self.prior.av_support)
         plx = read_parallax(df, self.parallax_zero_point)
         for codes, a, p in zip(prep.codes, av.codes, plx.codes):
             codes.extend(a + list(p))
@@ -394,12 +389,14 @@ class ChunkInference:
                                seed=seeds[idx], target_ess=self.target_ess, max_draws=self.max_draws,
                                prior_params=self.prior_params, av_prior=av.av_prior[idx],
                                av_prior_err=av.av_prior_err[idx], av_max=av.av_max[idx],
-                               parallax=plx.plx[idx], parallax_error=plx.plx_err[idx], parallax_zero_point=0.0)
+                               parallax=plx.plx[idx], parallax_error=plx.plx_err[idx],
+                               parallax_zero_point=0.0)  # read_parallax subtracted it already
             for j, p in enumerate(self.params):
                 for s in SUMMARY_NAMES:
                     res[f"{p}_{s}"][idx] = o[s][:, j]
-            for j, c in enumerate(_derived_columns()):
-                res[c][idx] = o[f"derived_{_DERIVED_STATS[j % 3]}"][:, j // 3]
+            for i, name in enumerate(DERIVED_NAMES):
+                for stat in _DERIVED_STATS:
+                    res[f"{name}_{stat}"][idx] = o[f"derived_{stat}"][:, i]
             for key, src in _FROM_MODEL.items():
                 diag[key][idx] = o[src]
             outlier[idx], bits[idx] = o["outlier_band"], o["flag_bits"]

@@ -83,6 +83,7 @@ __all__ = [
     "AdaptiveOptions",
     "AdaptiveResult",
     "adaptive_importance_sampling",
+    "fold_seeds",
     "row_normal",
     "star_seeds",
 ]
@@ -213,7 +214,7 @@ def star_seeds(seed, keys):
     return tf.map_fn(one, halves, fn_output_signature=tf.TensorSpec([2], tf.int32))
 
 
-def _fold(seeds, value):
+def fold_seeds(seeds, value):
     """Each row's seed folded with ``value`` (a round or a purpose): [A, 2]."""
     return tf.map_fn(lambda s: tf.random.experimental.stateless_fold_in(s, value), seeds,
                      fn_output_signature=tf.TensorSpec([2], tf.int32))
@@ -371,7 +372,7 @@ def _round(r, s: _State, conditions, log_target, dim: int, opt: AdaptiveOptions,
     filled = n0 + n * (r - 1)
     lw = _log_weights(sub.lp[:, :filled], sub.lq[:, :filled], sub.fit_rounds, n0)
     prop = _with_defensive(_round_fit(sub, lw, r, opt), sub.defensive, opt.alpha)
-    noise = _mixture_randomness(_fold(_fold(sub.seeds, r), 2), n, dim, opt.df)
+    noise = _mixture_randomness(fold_seeds(fold_seeds(sub.seeds, r), 2), n, dim, opt.df)
     u_new = tf.cast(mixture.sample(prop, opt.df, *noise), tf.float32)
     lp_new = log_target(cond, u_new)
     lp_new = tf.where(tf.math.is_finite(lp_new), lp_new, -np.inf)
@@ -422,7 +423,7 @@ def _anchors(log_target, conditions, x0, lw0, lp0, center, scale, ess0, opt: Ada
 def _round_zero(conditions, seeds, log_target, flow_sample, dim: int, opt: AdaptiveOptions, target):
     """Round 0, the defensive component and the anchors: (state, n_modes [B])."""
     b = tf.shape(seeds)[0]
-    u0, lq0 = flow_sample(conditions, opt.n0, _fold(_fold(seeds, 0), 1))
+    u0, lq0 = flow_sample(conditions, opt.n0, fold_seeds(fold_seeds(seeds, 0), 1))
     lp0 = log_target(conditions, u0)
     lp0 = tf.where(tf.math.is_finite(lp0), lp0, -np.inf)
     lw0 = _log_weights(lp0, lq0, tf.zeros([b], tf.int32), opt.n0)

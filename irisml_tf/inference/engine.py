@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from irisml_tf.inference.adaptive import AdaptiveOptions, adaptive_importance_sampling
+from irisml_tf.inference.adaptive import AdaptiveOptions, adaptive_importance_sampling, fold_seeds
 from irisml_tf.inference.flags import compute_flags
 from irisml_tf.inference.importance import resample
 from irisml_tf.inference.likelihood import default_sys_floor, log_likelihood_theta, unpack_inputs
@@ -87,9 +87,7 @@ def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, 
     seeds = tf.cast(seeds, tf.int32)
     inputs = _clean_inputs(inputs, simulator.num_bands)
     av = {"av_prior": av_prior, "av_prior_err": av_prior_err, "av_max": av_max}
-    b = tf.shape(seeds)[0]
-    plx = tf.fill([b], float("nan")) if plx is None else tf.cast(plx, tf.float32)
-    plx_err = tf.fill([b], float("nan")) if plx_err is None else tf.cast(plx_err, tf.float32)
+    mass_prior = mass_prior or MassPrior()
     problem = posterior_problem(model, simulator, prior, inputs, sys_floor, prior_params=prior_params, **av,
                                 plx=plx, plx_err=plx_err, mass_prior=mass_prior)
     res = adaptive_importance_sampling(problem.log_target, problem.flow_sample, problem.conditions, seeds,
@@ -100,7 +98,7 @@ def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, 
            "n_target_evals": res.n_target_evals, "n_modes": res.n_modes, "converged": res.converged}
     out.update(summarize(theta, res.weights))
     out.update({f"q_{k}": v for k, v in summarize(theta[:, :options.n0], None).items()})
-    draws, _ = resample(theta, res.weights, num_samples, _fold_seeds(seeds, 3))
+    draws, _ = resample(theta, res.weights, num_samples, fold_seeds(seeds, 3))
     has = tf.reduce_sum(res.weights, -1) > 0
     n = tf.cast(tf.shape(draws)[1], tf.float32)
     weights = tf.where(has[:, None], tf.ones_like(draws[..., 0]) / n, 0.0)
@@ -110,27 +108,21 @@ def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, 
     terms = log_likelihood_theta(simulator, safe, inputs, sys_floor, return_terms=True)
     out.update(_flags(prior, inputs, safe, terms, weights, res, prior_params, av,
                       target_ess if target_ess is not None else options.target_ess))
-    out.update(_derived(terms, safe, plx, plx_err, mass_prior, _fold_seeds(seeds, 4)))
+    out.update(_derived(terms, safe, problem.conditions, mass_prior, fold_seeds(seeds, 4)))
     return out
 
 
-def _derived(terms, draws, plx, plx_err, mass_prior, seeds) -> dict:
+def _derived(terms, draws, conditions, mass_prior, seeds) -> dict:
     """Distance, radius, mass and luminosity: one (s, M) per returned draw, then their median and
-    16/84 % quantiles per star [B, 4] (NaN without a parallax)."""
-    derived = sample_derived(terms.mu, tf.reduce_sum(terms.weight, -1), draws[..., 1], draws[..., 0], plx,
-                             plx_err, mass_prior or MassPrior(), seeds)
+    16/84 % quantiles per star [B, 4] (NaN without a parallax, ``conditions["plx"]`` NaN)."""
+    derived = sample_derived(terms.mu, tf.reduce_sum(terms.weight, -1), draws[..., 1], draws[..., 0],
+                             conditions["plx"], conditions["plx_err"], mass_prior, seeds)
     values = tf.stack([derived[k] for k in DERIVED_NAMES], -1)  # [B, N, 4]
     ok = tf.reduce_all(tf.math.is_finite(values), -1)
     has = tf.reduce_any(ok, -1)
     weights = tf.cast(ok, tf.float32)
     stats = summarize(tf.where(ok[..., None], values, 0.0), tf.where(has[:, None], weights, 1.0))
     return {f"derived_{k}": tf.where(has[:, None], stats[k], float("nan")) for k in ("median", "p16", "p84")}
-
-
-def _fold_seeds(seeds, value: int):
-    """Per-row seeds folded with ``value`` (a purpose of its own, apart from the sampler's)."""
-    return tf.map_fn(lambda s: tf.random.experimental.stateless_fold_in(s, value), seeds,
-                     fn_output_signature=tf.TensorSpec([2], tf.int32))
 
 
 def _flags(prior, inputs, safe, terms, weights, res, prior_params, av, target_ess) -> dict:

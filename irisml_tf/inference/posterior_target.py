@@ -27,11 +27,11 @@ from irisml_tf.physics.parallax import MassPrior, parallax_log_likelihood
 __all__ = ["PosteriorProblem", "posterior_problem", "log_likelihood_with_parallax"]
 
 
-def log_likelihood_with_parallax(simulator, theta, c: Mapping, sys_floor, mass_prior=None, return_terms=False):
+def log_likelihood_with_parallax(simulator, theta, c: Mapping, sys_floor, mass_prior=None):
     """THE likelihood of the engine: log p(x | θ) + log p(ϖ | θ) [B, N] for θ [B, N, 5], ``c`` the
     photometry (band_index, mag, mag_err) and ``plx``/``plx_err`` [B] (NaN = none). The parallax
     term is computed only when some star of the batch has a parallax (it costs several times the
-    simulator per draw). With ``return_terms``: (log_lik, the photometric LikelihoodTerms)."""
+    simulator per draw)."""
     terms = log_likelihood_theta(simulator, theta, c, sys_floor, return_terms=True)
     mass_prior = mass_prior or MassPrior()
 
@@ -39,8 +39,7 @@ def log_likelihood_with_parallax(simulator, theta, c: Mapping, sys_floor, mass_p
         return terms.log_lik + parallax_log_likelihood(terms.mu, tf.reduce_sum(terms.weight, -1), theta[..., 1],
                                                        c["plx"], c["plx_err"], mass_prior)
     has = tf.reduce_any(tf.math.is_finite(c["plx"]) & tf.math.is_finite(c["plx_err"]))
-    log_lik = tf.cond(has, with_plx, lambda: terms.log_lik)
-    return (log_lik, terms) if return_terms else log_lik
+    return tf.cond(has, with_plx, lambda: terms.log_lik)
 
 
 def _pad_rows(nest):

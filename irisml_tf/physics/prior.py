@@ -180,6 +180,13 @@ class UserPrior:
 
     config: dict
     warnings: tuple[str, ...] = ()
+    box: tuple = (None, None)  # the model's support box (lower, upper), if known
+
+    @property
+    def av_support(self) -> tuple[float, float]:
+        """[lowest, highest] A_V of this prior inside the model's box (the per-star A_V prior
+        columns are checked against it)."""
+        return _clipped(self.config, "av.offset", self.box), _clipped(self.config, "av.max", self.box)
 
     @property
     def params(self) -> np.ndarray:
@@ -193,7 +200,8 @@ def load_user_prior(source: str | Path | dict | None, training: dict, lower=None
     Refused (ValueError naming the key) or warned about as :func:`compare_to_training` says;
     ``lower``/``upper``: the model's support box (``ModelMeta.lower``/``.upper``), if known."""
     config = load_prior_config(source, base=training)
-    return UserPrior(config, compare_to_training(config, training, lower, upper))
+    box = _box(lower, upper)
+    return UserPrior(config, compare_to_training(config, training, lower, upper), box)
 
 
 def compare_to_training(config: dict, training: dict, lower=None, upper=None) -> tuple[str, ...]:
@@ -213,7 +221,7 @@ def compare_to_training(config: dict, training: dict, lower=None, upper=None) ->
     Returns the warnings (may be empty).
     """
     user, train = load_prior_config(config), load_prior_config(training)
-    box = (None if lower is None else np.asarray(lower, float), None if upper is None else np.asarray(upper, float))
+    box = _box(lower, upper)
     for key, is_low in _SUPPORT_KEYS:
         u, t = _clipped(user, key, box), _clipped(train, key, box)
         if (u < t) if is_low else (u > t):
@@ -230,6 +238,11 @@ def compare_to_training(config: dict, training: dict, lower=None, upper=None) ->
                             f"puts {100 * _TRAINING_TAIL:g} % ({desc}): the model saw few such stars, so "
                             "its proposal is poor there and the sampler must find that mass itself")
     return tuple(warnings)
+
+
+def _box(lower, upper) -> tuple:
+    """(lower, upper) as float arrays, each None if not known."""
+    return (None if lower is None else np.asarray(lower, float), None if upper is None else np.asarray(upper, float))
 
 
 def _clipped(cfg, key, box):
