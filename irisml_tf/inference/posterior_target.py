@@ -30,16 +30,15 @@ __all__ = ["PosteriorProblem", "posterior_problem", "log_likelihood_with_paralla
 def log_likelihood_with_parallax(simulator, theta, c: Mapping, sys_floor, mass_prior=None):
     """THE likelihood of the engine: log p(x | θ) + log p(ϖ | θ) [B, N] for θ [B, N, 5], ``c`` the
     photometry (band_index, mag, mag_err) and ``plx``/``plx_err`` [B] (NaN = none). The parallax
-    term is computed only when some star of the batch has a parallax (it costs several times the
-    simulator per draw)."""
+    term (several times the simulator's cost per draw) is computed on the rows that have a
+    parallax only, gathered and scattered back: no ``tf.cond``, whose gradient made the exported
+    graph 7x slower for the C++ loader to optimise (saved_model_cli: 245 s against 36 s)."""
     terms = log_likelihood_theta(simulator, theta, c, sys_floor, return_terms=True)
-    mass_prior = mass_prior or MassPrior()
-
-    def with_plx():
-        return terms.log_lik + parallax_log_likelihood(terms.mu, tf.reduce_sum(terms.weight, -1), theta[..., 1],
-                                                       c["plx"], c["plx_err"], mass_prior)
-    has = tf.reduce_any(tf.math.is_finite(c["plx"]) & tf.math.is_finite(c["plx_err"]))
-    return tf.cond(has, with_plx, lambda: terms.log_lik)
+    has = tf.math.is_finite(c["plx"]) & tf.math.is_finite(c["plx_err"]) & (c["plx_err"] > 0.0)
+    rows = tf.where(has)[:, 0]
+    args = (terms.mu, tf.reduce_sum(terms.weight, -1), theta[..., 1], c["plx"], c["plx_err"])
+    log_plx = parallax_log_likelihood(*(tf.gather(a, rows) for a in args), mass_prior or MassPrior())
+    return terms.log_lik + tf.scatter_nd(rows[:, None], log_plx, tf.shape(terms.log_lik, out_type=tf.int64))
 
 
 def _pad_rows(nest):
