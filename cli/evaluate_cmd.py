@@ -58,19 +58,25 @@ the same stars and numbers.""")
 @click.option("--no-mcmc", is_flag=True, help="Skip the MCMC reference (the corner plot shows the flow only).")
 @click.option("--corner-samples", type=click.IntRange(min=10), default=5000, show_default=True,
               help="Posterior draws of the corner star (capped at the model's max_samples).")
+@click.option("--parallax", "parallax", default=None, metavar="ERRORS",
+              help="Run every band set again with simulated parallaxes, as <set>+plx: ERRORS is 'gaia' "
+                   "(Gaia DR3 errors at each star's G) or a fraction of the true parallax (0.1: S/N 10). "
+                   "Distances from each star's magnitude offset and a mass from the model's mass prior; "
+                   "those sets also report distance, radius, mass and luminosity.")
 @click.option("--no-plots", is_flag=True, help="Write metrics.json and the tables only.")
 @click.option("--strict", is_flag=True,
               help="Exit with status 1 if any target of the first band set is judged FAIL (one the "
                    "sample is too small to judge does not count).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(model_dir, n, seed, out_dir, samples, batch_size, sets, ref_mag, grid_path, mcmc_steps, no_mcmc,
-             corner_samples, no_plots, strict, quiet) -> None:
+             corner_samples, parallax, no_plots, strict, quiet) -> None:
     from irisml_tf.app.evaluate import EvaluateOptions, evaluate as run
 
     try:
         options = EvaluateOptions(n=n, seed=seed, samples=samples, batch_size=batch_size, sets=sets or _SETS,
                                   ref_mag=ref_mag, grid=grid_path, mcmc_steps=None if no_mcmc else mcmc_steps,
-                                  corner_samples=corner_samples, plots=not no_plots, progress=not quiet)
+                                  corner_samples=corner_samples, plots=not no_plots, progress=not quiet,
+                                  parallax=parallax)
         result = run(model_dir, out_dir, options)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None

@@ -9,13 +9,16 @@ import click
 from irisml_tf.app.mcmc import DEFAULT_MAX_STEPS, MAX_ROWS_WITHOUT_SELECTION
 
 from .main import main
+from .options import target_options
 
 
 @main.command(help="""Run emcee on chosen stars of CATALOG and write one row per star to OUT.
 
-The posterior is the one importance sampling uses: the photometric likelihood with the distance
-term μ marginalised (THE simulator, errors ⊕ the systematic floor) times the prior, both taken from
-the exported model (its sys_floor and prior config) when there is one, else the defaults. Columns
+The posterior is the one `infer` samples: the photometric likelihood with the distance term μ
+marginalised (THE simulator, errors ⊕ the systematic floor), the parallax term where the row has a
+parallax (parallax/parallax_error or Plx/e_Plx, mas), times the prior (--prior, else the training
+prior) with the row's A_V prior columns (av_prior, av_prior_err, av_max); sys_floor, prior and
+mass prior are the exported model's when there is one, else the defaults. Columns
 are matched as in inference (canonical band names, survey and VizieR aliases, Gaia fluxes); rows
 with fewer usable bands than the model's min_bands are reported and skipped.
 
@@ -69,15 +72,17 @@ gives the same answer whichever other rows are chosen.""")
                    "burn-in) and, with a model, npe_samples [R, N, 5], npe_weights [R, N].")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write a corner plot per star (MCMC vs NPE weighted and unweighted) here.")
+@target_options
 def mcmc(catalog, rows_spec, out, model_dir, no_npe, walkers, steps, max_steps, burn, init_from, npe_samples,
-         default_err, seed, samples_out, plots_dir) -> None:
+         default_err, seed, samples_out, plots_dir, parallax_zero_point, prior_file) -> None:
     from irisml_tf.app.mcmc import MCMCOptions, chain_options, run_mcmc_catalog
 
     try:
         chain = chain_options(walkers, steps, burn, max_steps)
         options = MCMCOptions(rows=rows_spec, use_model=not no_npe, chain=chain, init=init_from,
                               npe_samples=npe_samples, default_err=default_err, seed=seed,
-                              samples_out=samples_out, plots_dir=plots_dir)
+                              samples_out=samples_out, plots_dir=plots_dir, prior=prior_file,
+                              parallax_zero_point=parallax_zero_point)
         summary = run_mcmc_catalog(catalog, out, options, model_dir=model_dir, say=_stderr)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None

@@ -254,9 +254,9 @@ def _cli(args):
 def evaluated(tiny_export, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     args = ["--model", str(tiny_export), "--n", "24", "--samples", "64", "--batch-size", "32",
-            "--mcmc-steps", "40", "--corner-samples", "256", "--quiet"]
-    first = _cli([*args, "--seed", "3", "--out", str(out / "a")])
-    second = _cli([*args, "--seed", "3", "--out", str(out / "b"), "--no-plots"])
+            "--mcmc-steps", "40", "--corner-samples", "256", "--quiet", "--seed", "3", "--band-set", "all"]
+    first = _cli([*args, "--band-set", "gaia_2mass_wise", "--parallax", "0.1", "--out", str(out / "a")])
+    second = _cli([*args, "--out", str(out / "b"), "--no-plots"])  # the same seed, one set of the first
     return out, first, second
 
 
@@ -265,13 +265,14 @@ def test_evaluate_cli_writes_metrics_and_figures(evaluated):
     assert first.exit_code == 0, first.output
     assert "teff RMSE / teff" in first.output and "stars at target ESS" in first.output
     assert "n too small" in first.output  # 24 stars cannot decide most targets
+    sets = ["all", "gaia_2mass_wise", "all+plx", "gaia_2mass_wise+plx"]
     for name in ("metrics.json", "calibration.png", "is_diagnostics.png", "corner_star0.png",
-                 *(f"{k}_{s}.{e}" for s in ("all", "gaia_2mass_wise", "gaia", "random")
+                 *(f"{k}_{s}.{e}" for s in sets
                    for k, e in (("pred_vs_true", "png"), ("sbc", "png"), ("stars", "parquet")))):
         assert (out / "a" / name).stat().st_size > 0, name
     m = json.loads((out / "a" / "metrics.json").read_text())
     assert m["seed"] == 3 and m["n"] == 24 and len(m["levels"]) == 99
-    assert list(m["sets"]) == ["all", "gaia_2mass_wise", "gaia", "random"]
+    assert list(m["sets"]) == sets
     for s in m["sets"].values():
         for stage in ("before", "after"):
             st = s[stage]
@@ -292,13 +293,55 @@ def test_evaluate_cli_writes_metrics_and_figures(evaluated):
             for v in (t.get("verdict"), t.get("verdict_before"), t.get("verdict_after")):
                 assert v in (None, "ok", "FAIL", "n too small"), (key, v)
     # the fixed sets have exactly their bands (where the model predicts them)
-    assert m["sets"]["gaia"]["n_bands"]["p95"] == 3 and m["sets"]["gaia_2mass_wise"]["n_bands"]["p5"] == 8
-    assert m["sets"]["all"]["n_bands"]["p95"] == 25
-    assert 0 <= m["sets"]["gaia"]["frac_bands_at_err_max"] <= m["sets"]["all"]["frac_bands_at_err_max"] < 0.5
+    assert m["sets"]["gaia_2mass_wise"]["n_bands"]["p5"] == 8 and m["sets"]["all"]["n_bands"]["p95"] == 25
+    assert 0 <= m["sets"]["gaia_2mass_wise"]["frac_bands_at_err_max"] <= m["sets"]["all"]["frac_bands_at_err_max"] < 0.5
     c = m["corner"]
     assert c["set"] == "all" and c["mcmc"]["nsteps"] == 40 and len(c["mcmc"]["ess"]) == 5
     assert set(c["compare_to_npe"]["after"]["teff"]) >= {"median_diff_sigma", "frac_in_68"}
     assert m["model"]["meta"]["param_names"] == ["teff", "logg", "mh", "av", "rv"]
+
+
+def test_evaluate_with_parallaxes_reports_derived_quantities(evaluated):
+    """The +plx sets: the same stars with their simulated parallaxes (S/N 10), the derived
+    quantities' coverage and the parallax targets; the sets without are untouched by them."""
+    import pandas as pd
+
+    out, first, _ = evaluated
+    m = json.loads((out / "a" / "metrics.json").read_text())
+    assert m["test_set"]["parallax"]["error"] == 0.1 and m["test_set"]["parallax"]["zero_point"] == 0.0
+    plx = m["sets"]["gaia_2mass_wise+plx"]
+    assert 7 < plx["parallax"]["snr"]["p50"] < 13  # S/N 10 in truth, noisy measurements
+    for name in ("distance", "radius", "mass", "luminosity"):
+        d = plx["parallax"]["derived"][name]
+        assert d["n"] == 24 and 0 <= d["coverage_68"] <= 1 and d["median_abs_rel_err"] >= 0
+        assert f"coverage68_{name}" in plx["targets"] and f"coverage68_{name}" not in m["sets"]["all"]["targets"]
+    assert plx["targets"]["plx_rmse_logg"]["value"] == plx["after"]["point"]["logg"]["rmse"]
+    assert "logg RMSE with plx" in first.output
+    a, b = (pd.read_parquet(out / "a" / f"stars_{s}.parquet") for s in ("gaia_2mass_wise", "gaia_2mass_wise+plx"))
+    np.testing.assert_array_equal(a["true_logg"], b["true_logg"])  # the same stars
+    assert "parallax" not in a and np.all(b["distance_p16"] <= b["distance_p84"])
+    np.testing.assert_allclose(1000.0 / b["true_distance"], b["parallax"], rtol=0.6)  # ~10 % errors
+
+
+def test_test_parallaxes(sim, prior):
+    """simulate_test_parallaxes: the model's distance relation, S/N 1/f or Gaia-like errors, seeded."""
+    from irisml_tf.data.observation import ObservationConfig
+    from irisml_tf.data.testsets import simulate_test_parallaxes, simulate_test_sets
+
+    theta, xs = simulate_test_sets(sim, prior, ObservationConfig.from_dict(), 200, 5, ["gaia"])
+    mu = xs["gaia"]["mu"]
+    p = simulate_test_parallaxes(sim, theta, mu, 0.05, 1)
+    radius = np.sqrt(p["mass"] / 10 ** (theta[:, 1] - 4.438))
+    np.testing.assert_allclose(p["radius"], radius, rtol=1e-3)
+    np.testing.assert_allclose(5 * np.log10(p["distance"] / 10) - 5 * np.log10(p["radius"]), mu, atol=1e-3)
+    pull = (p["parallax"] - 1000.0 / p["distance"]) / p["parallax_error"]
+    assert abs(np.std(pull) - 1) < 0.15 and np.allclose(p["parallax_error"], 0.05e3 / p["distance"], rtol=1e-4)
+    again = simulate_test_parallaxes(sim, theta, mu, 0.05, 1)
+    np.testing.assert_array_equal(again["parallax"], p["parallax"])
+    gaia = simulate_test_parallaxes(sim, theta, mu, "gaia", 1)
+    assert np.all(gaia["parallax_error"] >= 0.01)  # Gaia DR3: ≥ ~0.02 mas at the bright end
+    with pytest.raises(ValueError, match="fraction"):
+        simulate_test_parallaxes(sim, theta, mu, 2.0, 1)
 
 
 def test_evaluate_same_seed_same_metrics(evaluated, tiny_export, tmp_path):
@@ -306,14 +349,15 @@ def test_evaluate_same_seed_same_metrics(evaluated, tiny_export, tmp_path):
     assert second.exit_code == 0, second.output
     a = _strip_times(json.loads((out / "a" / "metrics.json").read_text()))
     b = _strip_times(json.loads((out / "b" / "metrics.json").read_text()))
-    assert [f for f in a.pop("files") if f.endswith(".parquet")] == b.pop("files")
-    assert a == b
+    assert a["sets"]["all"] == b["sets"]["all"] and a["corner"] == b["corner"]
     # another seed: other stars
     other = _cli(["--model", str(tiny_export), "--n", "8", "--samples", "16", "--band-set", "gaia",
                   "--no-mcmc", "--no-plots", "--quiet", "--seed", "4", "--out", str(tmp_path / "c")])
     assert other.exit_code == 0, other.output
     c = json.loads((tmp_path / "c" / "metrics.json").read_text())
     assert c["corner"]["truth"] != a["corner"]["truth"] and c["corner"]["mcmc"] is None
+    r = _cli(["--model", str(tiny_export), "--parallax", "far", "--out", str(tmp_path / "d")])
+    assert r.exit_code == 1 and "parallax errors: 'gaia' or a fraction" in r.output
 
 
 def test_evaluate_cli_errors(tiny_export, tmp_path):

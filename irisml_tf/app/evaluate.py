@@ -22,6 +22,13 @@ largest coverage deviation, the delta-method error of an RMSE, the order-statist
 median efficiency — or when fewer than 2 stars enter the statistic. A model far off the mark
 fails even on few stars; one near its limit needs many to be told apart.
 
+Parallaxes (``parallax``: ``"gaia"`` or a fractional error, :func:`~irisml_tf.data.testsets.
+simulate_test_parallaxes`): every band set is also run with the stars' simulated parallaxes, as
+``<set>+plx``, on the same stars and photometry, so the gain shows set against set. Those sets
+also report the derived quantities (distance, radius, mass, luminosity): 68 % coverage of their
+p16–p84 intervals and the median |relative error| of their medians, with the parallax targets
+(:data:`PARALLAX_TARGETS`).
+
 Output directory: ``metrics.json``, ``stars_<set>.parquet`` (per-star truth and estimates) and PNGs
 (``calibration.png``, ``pred_vs_true_<set>.png``, ``sbc_<set>.png``, ``is_diagnostics.png``,
 ``corner_star0.png`` with the emcee posterior of the same star overlaid). Same seed ⇒ same stars
@@ -36,12 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
-from irisml_tf.data.testsets import BAND_SETS, simulate_test_sets
+from irisml_tf.data.testsets import BAND_SETS, parallax_error_model, simulate_test_parallaxes, simulate_test_sets
 from irisml_tf.inference import metrics
+from irisml_tf.inference.engine import DERIVED_NAMES
 from irisml_tf.physics.bands import BAND_NAMES
 from irisml_tf.physics.simulator import PARAM_NAMES
 
-__all__ = ["EvaluateOptions", "Evaluation", "TARGETS", "EFFICIENCY_TARGET", "DECIDE_SIGMAS", "evaluate",
+__all__ = ["EvaluateOptions", "Evaluation", "TARGETS", "EFFICIENCY_TARGET", "PARALLAX_TARGETS", "PLX_SUFFIX",
+           "DECIDE_SIGMAS", "evaluate",
            "run_model", "set_metrics", "check_targets", "target_verdict", "format_targets", "json_safe"]
 
 #: (key, label, limit, kind): "max" = value must be ≤ limit, "min" = ≥ limit. Accuracy and
@@ -53,9 +62,17 @@ TARGETS = (
     ("rmse_logg", "logg RMSE [dex]", 0.5, "max"),
     ("rmse_mh", "mh RMSE [dex]", 0.3, "max"),
     ("rmse_av", "av RMSE [mag]", 0.12, "max"),
-    *((f"coverage_{p}", f"max|cov-level| {p}", 0.05, "max") for p in PARAM_NAMES),
+    *((f"coverage_{p}", f"max|cov-level| {p}", 0.03, "max") for p in PARAM_NAMES),
 )
 EFFICIENCY_TARGET = ("reached_target", "stars at target ESS", 0.95, "min")
+#: targets of the sets run with parallaxes (after the engine only): log g RMSE, and the 68 %
+#: coverage of each derived quantity's p16-p84 interval
+PARALLAX_TARGETS = (
+    ("plx_rmse_logg", "logg RMSE with plx [dex]", 0.2, "max"),
+    *((f"coverage68_{d}", f"|cov68-0.68| {d}", 0.03, "max") for d in DERIVED_NAMES),
+)
+#: name suffix of a band set run with parallaxes
+PLX_SUFFIX = "+plx"
 #: a target is decided only where its value is more than this many sampling σ from the limit
 DECIDE_SIGMAS = 2.0
 _SHOWN = ".4g"  # the precision targets are printed, and compared, at
@@ -71,7 +88,9 @@ class EvaluateOptions:
     ``samples``: posterior draws per star (≤ the model's max_samples); ``ref_mag``: (lo, hi)
     reference magnitude range of the test stars (None = the run's); ``grid``: the model's grid
     file (None = the shipped one); ``sbc_ranks``: L of the SBC ranks 0 … L; ``mcmc_steps``: emcee
-    steps per walker for the corner star (None/0 = no MCMC; the first quarter is burn-in).
+    steps per walker for the corner star (None/0 = no MCMC; the first quarter is burn-in);
+    ``parallax``: None, or the parallax errors of a second run of every set with parallaxes
+    (``"gaia"`` or a fraction of the parallax; module docstring).
     """
 
     n: int = 5000
@@ -88,8 +107,11 @@ class EvaluateOptions:
     corner_samples: int = 5000
     plots: bool = True
     progress: bool = True
+    parallax: str | float | None = None
 
     def __post_init__(self):
+        if self.parallax is not None:
+            object.__setattr__(self, "parallax", parallax_error_model(self.parallax))
         if self.n < 1:
             raise ValueError(f"`n` must be ≥ 1, got {self.n}")
         if not self.sets:
@@ -133,15 +155,16 @@ def _verdicts(row: Mapping) -> list[str]:
 
 # -- running the model --------------------------------------------------------------------------
 def run_model(model, x: Mapping[str, np.ndarray], theta: np.ndarray, num_samples: int, seed: int,
-              set_id: int, batch_size: int, bar=None) -> dict:
+              set_id: int, batch_size: int, bar=None, parallax: Mapping[str, np.ndarray] | None = None) -> dict:
     """``model.run`` (the engine) over the stars in batches; keeps per-star summaries and PIT values.
 
     "Before" is the flow alone: ``num_samples`` draws of the exported weights' flow
     (:meth:`~irisml_tf.model.posterior.PosteriorModel.sample_and_log_prob`, the same seed), as
     the engine's round 0 proposes them; "after" is the engine's posterior (its resampled draws).
     Returns dict of [S] / [S, 5] arrays (q_median, median, p16, p84, pit_before, pit_after,
-    efficiency, khat, n_bands, flag_bits, n_draws, converged) and ``wall_seconds`` (model.run
-    time only).
+    efficiency, khat, n_bands, flag_bits, n_draws, converged; with ``parallax`` — its
+    ``parallax``/``parallax_error`` [S], zero-point corrected — also derived_median/p16/p84
+    [S, 4]) and ``wall_seconds`` (model.run time only).
     """
     from irisml_tf.inference.summaries import summarize
     from irisml_tf.rowseed import call_seeds
@@ -149,13 +172,17 @@ def run_model(model, x: Mapping[str, np.ndarray], theta: np.ndarray, num_samples
     flow = model.posterior()  # built once per model, not per band set
     keep = ("median", "p16", "p84", "efficiency", "khat", "n_bands", "flag_bits", "ess", "n_draws", "converged",
             "n_target_evals")
+    if parallax is not None:
+        keep += ("derived_median", "derived_p16", "derived_p84")
     out = {k: [] for k in (*keep, "q_median", "q_p16", "q_p84", "pit_before", "pit_after")}
     wall = 0.0
     for b, start in enumerate(range(0, len(theta), batch_size)):
         sl = slice(start, start + batch_size)
         t0 = time.perf_counter()
         seeds = (int(seed), set_id * 2**20 + b)
-        r = model.run(x["band_index"][sl], x["mag"][sl], x["mag_err"][sl], num_samples, seed=seeds)
+        plx = {} if parallax is None else {"parallax": parallax["parallax"][sl], "parallax_zero_point": 0.0,
+                                           "parallax_error": parallax["parallax_error"][sl]}
+        r = model.run(x["band_index"][sl], x["mag"][sl], x["mag_err"][sl], num_samples, seed=seeds, **plx)
         wall += time.perf_counter() - t0
         for k in keep:
             out[k].append(r[k])
@@ -251,9 +278,12 @@ def _importance_sampling(res: Mapping) -> dict:
 
 
 def set_metrics(truth: np.ndarray, res: Mapping, x: Mapping, levels, num_ranks: int, bins: int,
-                flag_bits: Mapping[str, int], err_max: float = np.inf) -> tuple[dict, dict]:
+                flag_bits: Mapping[str, int], err_max: float = np.inf,
+                parallax: Mapping[str, np.ndarray] | None = None) -> tuple[dict, dict]:
     """metrics.json entry of one band set, and the arrays its figures need. ``err_max``: the
-    observation model's largest error (bands kept beyond their detection limit carry it)."""
+    observation model's largest error (bands kept beyond their detection limit carry it);
+    ``parallax``: the set's simulated parallaxes and derived truths
+    (:func:`~irisml_tf.data.testsets.simulate_test_parallaxes`) when it ran with them."""
     levels = np.asarray(levels, np.float64)
     before, cov_b, hist_b, noise_b = _stage(truth, res["q_median"], res["pit_before"], levels, num_ranks, bins)
     after, cov_a, hist_a, noise_a = _stage(truth, res["median"], res["pit_after"], levels, num_ranks, bins)
@@ -277,9 +307,29 @@ def set_metrics(truth: np.ndarray, res: Mapping, x: Mapping, levels, num_ranks: 
     noise = {"before": noise_b, "after": noise_a,
              # a share of stars is a binomial proportion, as a coverage is
              EFFICIENCY_TARGET[0]: (metrics.coverage_standard_error(reached, n), n)}
+    if parallax is not None:
+        entry["parallax"], noise["parallax"] = _parallax_metrics(res, parallax, truth)
     entry["targets"] = check_targets(entry, noise)
     arrays = {"coverage_before": cov_b, "coverage_after": cov_a, "sbc_before": hist_b, "sbc_after": hist_a}
     return entry, arrays
+
+
+def _parallax_metrics(res: Mapping, plx: Mapping, truth: np.ndarray) -> tuple[dict, dict]:
+    """The parallax entry of a set (S/N, derived quantities) and its targets' (σ, n)."""
+    snr = plx["parallax"] / plx["parallax_error"]
+    entry = {"snr": metrics.distribution_summary(snr[np.isfinite(snr)]), "derived": {}}
+    noise = {"plx_rmse_logg": (metrics.rmse_standard_error(res["median"][:, 1] - truth[:, 1]),
+                               int(np.isfinite(res["median"][:, 1]).sum()))}
+    for d, name in enumerate(DERIVED_NAMES):
+        truth, med = plx[name], res["derived_median"][:, d]
+        lo, hi = res["derived_p16"][:, d], res["derived_p84"][:, d]
+        ok = np.isfinite(truth) & np.isfinite(lo) & np.isfinite(hi)
+        cov = float(np.mean((lo[ok] <= truth[ok]) & (truth[ok] <= hi[ok]))) if ok.any() else float("nan")
+        rel = np.abs(med[ok] / truth[ok] - 1.0)
+        entry["derived"][name] = {"coverage_68": cov, "n": int(ok.sum()),
+                                  "median_abs_rel_err": float(np.median(rel)) if ok.any() else float("nan")}
+        noise[f"coverage68_{name}"] = (metrics.coverage_standard_error(0.68, int(ok.sum())), int(ok.sum()))
+    return entry, noise
 
 
 # -- targets ------------------------------------------------------------------------------------
@@ -338,11 +388,15 @@ def check_targets(entry: Mapping, noise: Mapping) -> dict:
             row[stage], row[f"pass_{stage}"] = v, _passes(v, limit, kind)
             row[f"sigma_{stage}"], row[f"verdict_{stage}"] = sigma, target_verdict(v, limit, kind, sigma, n)
         out[key] = row
-    key, label, limit, kind = EFFICIENCY_TARGET
-    v = entry["importance_sampling"]["reached_target"]
-    sigma, n = noise[key]
-    out[key] = {"label": label, "limit": limit, "kind": kind, "value": v, "pass": _passes(v, limit, kind),
-                "sigma": sigma, "verdict": target_verdict(v, limit, kind, sigma, n)}
+    single = [(EFFICIENCY_TARGET, entry["importance_sampling"]["reached_target"], noise[EFFICIENCY_TARGET[0]])]
+    if "parallax" in entry:
+        derived = entry["parallax"]["derived"]
+        values = {"plx_rmse_logg": entry["after"]["point"]["logg"]["rmse"],
+                  **{f"coverage68_{d}": abs(derived[d]["coverage_68"] - 0.68) for d in DERIVED_NAMES}}
+        single += [(t, values[t[0]], noise["parallax"][t[0]]) for t in PARALLAX_TARGETS]
+    for (key, label, limit, kind), v, (sigma, n) in single:
+        out[key] = {"label": label, "limit": limit, "kind": kind, "value": v, "pass": _passes(v, limit, kind),
+                    "sigma": sigma, "verdict": target_verdict(v, limit, kind, sigma, n)}
     return out
 
 
@@ -360,10 +414,14 @@ def format_targets(result: Mapping) -> str:
     lines = [f"n = {result['n']} stars per set, {result['samples']} samples, seed {result['seed']}", head,
              "-" * len(head)]
     targets = {s: result["sets"][s]["targets"] for s in sets}
-    for key, row in targets[sets[0]].items():
+    rows = {}  # every set's targets, in order (the parallax ones only in the +plx sets)
+    for t in targets.values():
+        rows.update((k, r) for k, r in t.items() if k not in rows)
+    for key, row in rows.items():
         limit = f"{'≤' if row['kind'] == 'max' else '≥'}{row['limit']:g}"
         if "value" in row:
-            cells = "".join(_cell(targets[s][key]["value"], targets[s][key]["verdict"], width) for s in sets)
+            cells = "".join(_cell(targets[s][key]["value"], targets[s][key]["verdict"], width) if key in targets[s]
+                            else f"{'—':>{width}}" for s in sets)
             lines.append(f"{row['label']:<26}{'':<8}{limit:>9}  {cells}")
             continue
         for stage in ("before", "after"):
@@ -442,22 +500,28 @@ def _header(model, options: EvaluateOptions) -> dict:
     }
 
 
-def _evaluate_sets(model, theta, xs, options: EvaluateOptions, out_dir: Path, result: dict) -> dict:
-    """Every band set through the model; its entry into ``result["sets"]``, its stars to
+def _evaluate_sets(model, theta, xs, options: EvaluateOptions, out_dir: Path, result: dict, plx=None) -> dict:
+    """Every band set through the model (then again with the parallaxes ``plx``, if any, as
+    ``<set>+plx`` with the same seeds); its entry into ``result["sets"]``, its stars to
     ``stars_<set>.parquet``. Returns the arrays the figures need, per set."""
     from irisml_tf.progress import progress_bar
 
     figs = {}
     levels = np.asarray(options.levels, np.float64)
-    bar = progress_bar(options.n * len(options.sets), desc="evaluate", unit="star", enabled=options.progress)
+    runs = [(s, i, None) for i, s in enumerate(options.sets)]
+    if plx is not None:
+        runs += [(s + PLX_SUFFIX, i, plx) for i, s in enumerate(options.sets)]
+    bar = progress_bar(options.n * len(runs), desc="evaluate", unit="star", enabled=options.progress)
     try:
-        for set_id, s in enumerate(options.sets):
-            bar.set_postfix(set=s)
-            res = run_model(model, xs[s], theta, options.samples, options.seed, set_id, options.batch_size, bar)
-            result["sets"][s], figs[s] = set_metrics(theta, res, xs[s], levels, options.sbc_ranks, options.sbc_bins,
-                                                     model.meta.flag_bits, model.observation.err_max)
-            figs[s]["res"] = res
-            _write_stars(out_dir / f"stars_{s}.parquet", theta, res)
+        for name, set_id, p in runs:
+            x = xs[options.sets[set_id]]
+            bar.set_postfix(set=name)
+            res = run_model(model, x, theta, options.samples, options.seed, set_id, options.batch_size, bar, p)
+            result["sets"][name], figs[name] = set_metrics(theta, res, x, levels, options.sbc_ranks,
+                                                           options.sbc_bins, model.meta.flag_bits,
+                                                           model.observation.err_max, p)
+            figs[name]["res"] = res
+            _write_stars(out_dir / f"stars_{name}.parquet", theta, res, p)
     finally:
         bar.close()
     return figs
@@ -485,7 +549,15 @@ def evaluate(model_dir: str | Path | None, out_dir: str | Path, options: Evaluat
     first = xs[sets[0]]
     model.run(first["band_index"][:1], first["mag"][:1], first["mag_err"][:1], 2, 0)  # warm-up
     result = _header(model, options)
-    figs = _evaluate_sets(model, theta, xs, options, out_dir, result)
+    plx = None
+    if options.parallax is not None:
+        from irisml_tf.physics.parallax import MassPrior
+
+        plx = simulate_test_parallaxes(sim, theta, first["mu"], options.parallax, options.seed,
+                                       MassPrior(**model.meta.mass_prior))
+        result["test_set"]["parallax"] = {"error": options.parallax, "mass_prior": dict(model.meta.mass_prior),
+                                          "zero_point": 0.0}
+    figs = _evaluate_sets(model, theta, xs, options, out_dir, result, plx)
     corner_n = min(int(options.corner_samples), model.meta.max_samples)
     result["corner"] = dict(set=sets[0], **_corner_star(model, sim, prior, first, theta, corner_n, options.seed,
                                                           options.mcmc_steps, out_dir, options.plots))
@@ -497,7 +569,7 @@ def evaluate(model_dir: str | Path | None, out_dir: str | Path, options: Evaluat
     return Evaluation(result, out_dir)
 
 
-def _write_stars(path: Path, theta, res) -> None:
+def _write_stars(path: Path, theta, res, plx=None) -> None:
     import pandas as pd
 
     from irisml_tf.catalog import write_table
@@ -509,6 +581,12 @@ def _write_stars(path: Path, theta, res) -> None:
             cols[f"{k}_{p}"] = res[k][:, d]
     for k in ("n_bands", "efficiency", "ess", "khat", "flag_bits"):
         cols[k] = res[k]
+    if plx is not None:
+        cols["parallax"], cols["parallax_error"] = plx["parallax"], plx["parallax_error"]
+        for d, name in enumerate(DERIVED_NAMES):
+            cols[f"true_{name}"] = plx[name]
+            for k in ("median", "p16", "p84"):
+                cols[f"{name}_{k}"] = res[f"derived_{k}"][:, d]
     write_table(pd.DataFrame(cols), path)
 
 

@@ -3,6 +3,9 @@ exported NPE model when there is one.
 
 Per selected row: the columns are matched and cleaned as in ``infer``
 (:func:`~irisml_tf.columns.prepare_rows`); rows with too few usable bands are reported and skipped.
+The chain samples the engine's target: the user's prior (``prior``, a YAML file; else the model's
+training prior), the row's A_V prior columns and its parallax (``parallax``/``parallax_error`` or
+``Plx``/``e_Plx``, zero point subtracted), as ``infer`` reads them.
 With a model, its importance-sampled posterior of the star (``model.run``) gives ``ess``,
 ``is_efficiency``, ``khat`` and ``flag:<name>`` status codes as ``infer`` names them; the chain
 (:func:`~irisml_tf.inference.mcmc.mcmc_reference`) runs on the model's simulator, prior and
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from irisml_tf.physics.parallax import DEFAULT_ZERO_POINT
 
 if TYPE_CHECKING:  # TensorFlow and pandas load when a job runs, not when the CLI starts
     import pandas as pd
@@ -66,6 +71,8 @@ class MCMCOptions:
       default_err: 1σ [mag] for magnitudes without a usable error (None = the columns' default).
       seed: row r's chain and NPE draws use (seed, r).
       samples_out: .npz for the samples; plots_dir: a corner plot per star goes here.
+      prior: the user's prior file (None = the training prior); parallax_zero_point: mas,
+        subtracted from the parallax column.
     """
 
     rows: str | None = None
@@ -77,6 +84,8 @@ class MCMCOptions:
     seed: int = 0
     samples_out: Path | None = None
     plots_dir: Path | None = None
+    prior: Path | None = None
+    parallax_zero_point: float = DEFAULT_ZERO_POINT
 
     def __post_init__(self):
         from irisml_tf.inference.mcmc import INIT_CHOICES
@@ -199,22 +208,27 @@ class _Setup:
     observation: object  # ObservationConfig
     flag_bits: dict[str, int]
     n_npe: int
+    user_prior: object  # UserPrior: its params and A_V support
 
 
 def _setup(model, options: MCMCOptions) -> _Setup:
     from irisml_tf.data.observation import ObservationConfig
     from irisml_tf.inference.mcmc import LogPosterior
-    from irisml_tf.physics.prior import Prior
+    from irisml_tf.physics.parallax import MassPrior
+    from irisml_tf.physics.prior import Prior, load_user_prior
     from irisml_tf.physics.simulator import Simulator
 
     if model is None:
         sim = Simulator()
-        obs = ObservationConfig.from_dict()
-        return _Setup(None, LogPosterior(sim, Prior(grid=sim.grid), obs.sys_floor), sim.bands, obs, {}, 0)
-    sim, prior = model.physics()
-    obs = model.observation
-    return _Setup(model, LogPosterior(sim, prior, obs.sys_floor), sim.bands, obs, dict(model.meta.flag_bits),
-                  min(options.npe_samples, int(model.meta.max_samples)))
+        obs, prior, mass_prior = ObservationConfig.from_dict(), Prior(grid=sim.grid), MassPrior()
+    else:
+        (sim, prior), obs, mass_prior = model.physics(), model.observation, MassPrior(**model.meta.mass_prior)
+    user = load_user_prior(options.prior, prior.config, prior.lower, prior.upper)
+    log_post = LogPosterior(sim, prior, obs.sys_floor, prior_params=user.params, mass_prior=mass_prior)
+    if model is None:
+        return _Setup(None, log_post, sim.bands, obs, {}, 0, user)
+    return _Setup(model, log_post, sim.bands, obs, dict(model.meta.flag_bits),
+                  min(options.npe_samples, int(model.meta.max_samples)), user)
 
 
 def _prepare(sub: pd.DataFrame, match, setup: _Setup, options: MCMCOptions):
@@ -226,19 +240,43 @@ def _prepare(sub: pd.DataFrame, match, setup: _Setup, options: MCMCOptions):
                         err_min=obs.err_min, err_max=obs.err_max, default_err=default_err)
 
 
-def _npe(setup: _Setup, star, options: MCMCOptions, row: int, codes: list[str], record: dict) -> dict | None:
+def _conditions(sub: pd.DataFrame, setup: _Setup, options: MCMCOptions, codes: list[list[str]],
+                say: Callable[[str], None]) -> list[dict]:
+    """Each row's parallax and A_V prior (as ``infer`` reads them; their status codes into ``codes``)."""
+    from irisml_tf.parallax_columns import read_parallax
+    from irisml_tf.prior_columns import read_av_prior
+
+    av = read_av_prior(sub, *setup.user_prior.av_support)
+    plx = read_parallax(sub, options.parallax_zero_point)
+    if plx.columns:
+        say(plx.report())
+    if av.columns:
+        say(f"A_V prior columns: {', '.join(av.columns)}")
+    for row_codes, a, p in zip(codes, av.codes, plx.codes):
+        row_codes.extend(a + list(p))
+    return [{"plx": plx.plx[i], "plx_err": plx.plx_err[i], "av_prior": av.av_prior[i],
+             "av_prior_err": av.av_prior_err[i], "av_max": av.av_max[i]} for i in range(len(sub))]
+
+
+def _npe(setup: _Setup, star, conditions: dict, options: MCMCOptions, row: int, codes: list[str],
+         record: dict) -> dict | None:
     """The model's posterior of one star; its diagnostics and flags go into ``record``/``codes``."""
     if setup.model is None:
         return None
     bi, mag, err = star
-    out = setup.model.run(bi[None], mag[None], err[None], setup.n_npe, (options.seed, row))
+    c = {k: np.array([v], np.float32) for k, v in conditions.items()}
+    out = setup.model.run(bi[None], mag[None], err[None], setup.n_npe, (options.seed, row),
+                          prior_params=setup.user_prior.params, av_prior=c["av_prior"], av_prior_err=c["av_prior_err"],
+                          av_max=c["av_max"], parallax=c["plx"], parallax_error=c["plx_err"], parallax_zero_point=0.0)
     record.update(ess=float(out["ess"][0]), is_efficiency=float(out["efficiency"][0]), khat=float(out["khat"][0]))
     codes.extend(f"flag:{name}" for name, bit in setup.flag_bits.items() if int(out["flag_bits"][0]) & bit)
     return {"samples": out["samples"][0], "weights": out["weights"][0]}
 
 
-def _sample_star(setup: _Setup, prep, i: int, row: int, options: MCMCOptions, progress: bool = False) -> StarResult:
-    """Row ``row`` (index ``i`` of the prepared rows): NPE posterior, chain, comparison, record."""
+def _sample_star(setup: _Setup, prep, conditions: dict, i: int, row: int, options: MCMCOptions,
+                 progress: bool = False) -> StarResult:
+    """Row ``row`` (index ``i`` of the prepared rows; ``conditions`` its parallax and A_V prior):
+    NPE posterior, chain, comparison, record."""
     from irisml_tf.columns import status_string
     from irisml_tf.inference.mcmc import mcmc_reference, result_columns
 
@@ -247,9 +285,10 @@ def _sample_star(setup: _Setup, prep, i: int, row: int, options: MCMCOptions, pr
     if prep.skip[i]:
         return StarResult(row, record)
     star = (prep.band_index[i], prep.mag[i], prep.mag_err[i])
-    npe = _npe(setup, star, options, row, codes, record)
+    npe = _npe(setup, star, conditions, options, row, codes, record)
     try:
         ref = mcmc_reference(setup.log_post, *star, options.chain, init=options.init, seed=[options.seed, row],
+                             conditions=conditions,
                              npe_samples=None if npe is None else npe["samples"],
                              npe_weights=None if npe is None else npe["weights"], progress=progress)
     except ValueError as e:  # e.g. no prior draw fits: report the row, go on
@@ -324,6 +363,8 @@ def run_mcmc_catalog(catalog: str | Path, out: str | Path, options: MCMCOptions 
     rows = _select_rows(options.rows, len(df), catalog)
     model = _load_model(None if model_dir is None else Path(model_dir), options, say)
     setup = _setup(model, options)
+    for warning in setup.user_prior.warnings:
+        say(f"prior: {warning}")
     match = match_columns(df.columns)
     if not match.bands:
         raise ValueError(f"{catalog}: no column names a band (e.g. Gaia_G, phot_g_mean_mag, j_m, w1mpro); "
@@ -331,11 +372,12 @@ def run_mcmc_catalog(catalog: str | Path, out: str | Path, options: MCMCOptions 
     say(match.report())
     sub = df.iloc[rows].reset_index(drop=True)
     prep = _prepare(sub, match, setup, options)
+    conditions = _conditions(sub, setup, options, prep.codes, say)
     single = len(rows) == 1
     bar = progress_bar(len(rows), desc="mcmc", unit="star", enabled=progress and not single)
     stars = []
     for i, row in enumerate(rows):
-        stars.append(_sample_star(setup, prep, i, row, options, progress=progress and single))
+        stars.append(_sample_star(setup, prep, conditions[i], i, row, options, progress=progress and single))
         bar.update(1)
     bar.close()
     table = _table(sub, match, stars)

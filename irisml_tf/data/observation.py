@@ -155,9 +155,10 @@ class ObservationConfig:
 
 
 class ObservationModel(tf.Module):
-    """``obs(mags, valid, seed)`` → dict(band_index int32 (B, NB), mag, mag_err float32 (B, NB))
-    for simulator output ``mags``/``valid`` (B, NB) over ``bands``; also returns nothing else —
-    θ is the caller's."""
+    """``obs(mags, valid, seed)`` → dict(band_index int32 (B, NB), mag, mag_err float32 (B, NB),
+    mu float32 (B,)) for simulator output ``mags``/``valid`` (B, NB) over ``bands``; ``mu`` is the
+    star's offset μ (apparent = model magnitudes + μ: simulated parallaxes need it); θ is the
+    caller's."""
 
     def __init__(self, config: Mapping | ObservationConfig | None = None, bands=BAND_NAMES,
                  name: str = "observation"):
@@ -217,4 +218,4 @@ class ObservationModel(tf.Module):
         idx = tf.broadcast_to(tf.range(nb, dtype=tf.int32), [n, nb])
         return {"band_index": tf.where(present, idx, -1),
                 "mag": tf.where(present, app + noise, 0.0),
-                "mag_err": tf.where(present, sigma, 0.0)}
+                "mag_err": tf.where(present, sigma, 0.0), "mu": mu[:, 0]}

@@ -32,7 +32,8 @@ def simulate(prior: Prior, simulator: Simulator, observation: ObservationModel, 
 def fixed_set(prior: Prior, simulator: Simulator, observation: ObservationModel, n: int, seed: int,
               key_word: int = VALIDATION_KEY, force_bands=None) -> dict[str, np.ndarray]:
     """A fixed set of n stars from (seed, key_word), in chunks of 65 536: band_index, mag, mag_err
-    (padded to all bands) and theta. The same (seed, key_word) gives the same θ and noise whatever
+    (padded to all bands), theta and mu (the magnitude offset, :class:`ObservationModel`). The same
+    (seed, key_word) gives the same θ and noise whatever
     ``force_bands`` is; only the observed bands differ."""
     inputs, theta = [], []
     key = tf.constant([int(seed), int(key_word)], tf.int32)
@@ -41,7 +42,7 @@ def fixed_set(prior: Prior, simulator: Simulator, observation: ObservationModel,
                         tf.random.experimental.stateless_fold_in(key, i), force_bands)
         inputs.append(x)
         theta.append(t.numpy())
-    out = {k: np.concatenate([x[k].numpy() for x in inputs]) for k in ("band_index", "mag", "mag_err")}
+    out = {k: np.concatenate([x[k].numpy() for x in inputs]) for k in ("band_index", "mag", "mag_err", "mu")}
     out["theta"] = np.concatenate(theta)
     return out
 

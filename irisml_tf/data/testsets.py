@@ -15,6 +15,10 @@ noise; only the observed bands differ:
 
 The stars are :func:`~irisml_tf.data.stream.fixed_set` with their own key word, independent of the
 training stream's and the validation set's keys: the same seed gives the same stars.
+
+Parallaxes (:func:`simulate_test_parallaxes`): the stars' distances follow from their offset μ and
+a mass drawn from the model's mass prior (:func:`irisml_tf.physics.parallax.simulate_parallax`),
+with Gaia DR3-like errors at each star's apparent G, or a fixed fractional error.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import numpy as np
 
 from irisml_tf.physics.bands import BAND_NAMES
 
-__all__ = ["BAND_SETS", "TEST_SET_KEY", "simulate_test_sets", "pack_observed"]
+__all__ = ["BAND_SETS", "TEST_SET_KEY", "PARALLAX_KEY", "simulate_test_sets", "simulate_test_parallaxes",
+           "parallax_error_model", "pack_observed"]
 
 #: band set name → its bands (None = the observation model's random missing-band draws)
 BAND_SETS: dict[str, tuple[str, ...] | None] = {
@@ -36,11 +41,14 @@ BAND_SETS: dict[str, tuple[str, ...] | None] = {
 
 #: second word of the test-set key: independent of the training stream's and validation set's keys
 TEST_SET_KEY = 0xE7A1
+#: second word of the test parallaxes' key
+PARALLAX_KEY = 0x91A7
 
 
 def simulate_test_sets(sim, prior, observation, n: int, seed: int, sets: Sequence[str],
                        ref_mag: Sequence[float] | None = None) -> tuple[np.ndarray, dict]:
-    """θ [n, 5] and, per band set, ``band_index`` int32 / ``mag`` / ``mag_err`` float32 [n, K].
+    """θ [n, 5] and, per band set, ``band_index`` int32 / ``mag`` / ``mag_err`` float32 [n, K] and
+    ``mu`` float32 [n] (the stars' magnitude offset, the same in every set).
 
     ``sim``, ``prior``: the model's (:meth:`~irisml_tf.serving.ExportedModel.physics`);
     ``observation``: its :class:`~irisml_tf.data.observation.ObservationConfig` (or the plain
@@ -63,8 +71,8 @@ def simulate_test_sets(sim, prior, observation, n: int, seed: int, sets: Sequenc
     for s in sets:
         mask = None if BAND_SETS[s] is None else tf.constant([b in BAND_SETS[s] for b in sim.bands])
         x = fixed_set(prior, sim, obs, n, seed, TEST_SET_KEY, mask)
-        theta = x.pop("theta")
-        out[s] = pack_observed(x)
+        theta, mu = x.pop("theta"), x.pop("mu")
+        out[s] = dict(pack_observed(x), mu=mu.astype(np.float32))
     return theta.astype(np.float32), out
 
 
@@ -74,3 +82,45 @@ def pack_observed(x: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     order = np.argsort(x["band_index"] < 0, axis=1, kind="stable")
     k = max(int((x["band_index"] >= 0).sum(1).max(initial=0)), 1)
     return {name: np.take_along_axis(v, order, axis=1)[:, :k] for name, v in x.items()}
+
+
+def parallax_error_model(value) -> str | float:
+    """``"gaia"`` or a fractional error f in (0, 1] (σ_ϖ = f ϖ_true), from a string or a number;
+    ValueError otherwise."""
+    if isinstance(value, str) and value.strip().lower() == "gaia":
+        return "gaia"
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"parallax errors: 'gaia' or a fraction of the parallax in (0, 1], got {value!r}") from None
+    if not 0.0 < f <= 1.0:
+        raise ValueError(f"parallax errors: a fraction of the parallax must be in (0, 1], got {f}")
+    return f
+
+
+def simulate_test_parallaxes(sim, theta: np.ndarray, mu: np.ndarray, error, seed: int,
+                             mass_prior=None) -> dict[str, np.ndarray]:
+    """Parallaxes of test stars (zero-point corrected: pass ``parallax_zero_point=0``), float32 [n]:
+    ``parallax``, ``parallax_error`` (mas) and the truths ``distance`` (pc), ``radius``, ``mass``,
+    ``luminosity`` (solar units; L = R² (Teff / 5772 K)⁴).
+
+    ``error``: :func:`parallax_error_model`'s ``"gaia"`` (Gaia DR3 errors at the star's apparent G,
+    model G + μ) or a fraction f (σ_ϖ = f ϖ_true, S/N 1/f). ``mass_prior``: the model's
+    (:class:`~irisml_tf.physics.parallax.MassPrior`; the engine assumes it, so the test is fair).
+    The same (θ, μ, error, seed) give the same parallaxes.
+    """
+    import tensorflow as tf
+
+    from irisml_tf.physics.parallax import MassPrior, simulate_parallax
+
+    error = parallax_error_model(error)
+    theta = np.asarray(theta, np.float32)
+    mags, valid = sim(tf.constant(theta))
+    g = sim.bands.index("Gaia_G")
+    g_mag = np.where(valid.numpy()[:, g], mags.numpy()[:, g], np.nan) + np.asarray(mu, np.float32)
+    sp = simulate_parallax(theta[:, 1], np.asarray(mu, np.float32), g_mag, tf.constant([int(seed), PARALLAX_KEY]),
+                           mass_prior or MassPrior(), frac_err=None if error == "gaia" else error)
+    out = {"parallax": np.asarray(sp.plx, np.float32), "parallax_error": np.asarray(sp.plx_err, np.float32),
+           **{k: np.asarray(getattr(sp, k), np.float32) for k in ("distance", "radius", "mass")}}
+    out["luminosity"] = (out["radius"] ** 2 * (theta[:, 0] / 5772.0) ** 4).astype(np.float32)
+    return out

@@ -1,10 +1,12 @@
 """The MCMC reference: emcee (Foreman-Mackey et al. 2013) on the same posterior as importance sampling.
 
-    log p(θ | x) = log p(x | θ) + log p(θ) + const
+    log p(θ | x, ϖ) = log p(x | θ) + log p(ϖ | θ) + log p(θ) + const
 
-with log p(x | θ) from :func:`~irisml_tf.inference.likelihood.log_likelihood_theta` (μ marginalised,
-the one simulator) and log p(θ) from :class:`~irisml_tf.physics.prior.Prior`. No second copy of the
-physics: :class:`LogPosterior` only adds the two. emcee runs with ``vectorize=True``, so each
+with the likelihood of the engine, :func:`~irisml_tf.inference.posterior_target.log_likelihood_with_parallax`
+(μ marginalised, the one simulator; the parallax term where the star has a parallax, under the
+model's mass prior) and log p(θ) from :meth:`~irisml_tf.physics.prior.Prior.log_prob` with the
+same prior parameters and per-star A_V prior as the engine. No second copy of the physics:
+:class:`LogPosterior` only adds the two. emcee runs with ``vectorize=True``, so each
 half-ensemble move is one TensorFlow call; the call is one ``tf.function`` with a fixed input
 signature, so the stars of a catalogue share one trace as long as the caller keeps one
 :class:`LogPosterior` for them.
@@ -24,18 +26,20 @@ importance-weighted ones. One star per call: band_index, mag, mag_err are 1-D [K
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from irisml_tf.inference.likelihood import default_sys_floor, log_likelihood_theta
+from irisml_tf.inference.likelihood import default_sys_floor
+from irisml_tf.inference.posterior_target import log_likelihood_with_parallax
 from irisml_tf.inference.summaries import summarize, weighted_quantiles
 from irisml_tf.physics.simulator import PARAM_NAMES
 
-__all__ = ["CONVERGED_TAUS", "TAU_RTOL", "LogPosterior", "ChainOptions", "Convergence", "convergence",
-           "MCMCResult", "run_mcmc", "prior_init", "npe_init", "compare_to_npe", "Reference",
-           "mcmc_reference", "INIT_CHOICES", "result_columns"]
+__all__ = ["CONVERGED_TAUS", "TAU_RTOL", "CONDITION_NAMES", "LogPosterior", "condition_vector", "ChainOptions",
+           "Convergence", "convergence", "MCMCResult", "run_mcmc", "prior_init", "npe_init", "compare_to_npe",
+           "Reference", "mcmc_reference", "INIT_CHOICES", "result_columns"]
 
 #: a chain (after burn-in) at least this many autocorrelation times long is trusted (emcee's rule)
 CONVERGED_TAUS = 50.0
@@ -46,39 +50,69 @@ INIT_CHOICES = ("prior", "npe")
 _N_INIT = 4096  # prior draws ranked for the default initialisation
 _MIN_BLOCK = 200  # smallest extension of a chain
 _MARGIN = 1.2  # extend to 1.2 × the length the current τ asks for: τ tends to grow with the chain
+#: a star's conditions beyond its photometry (NaN = none): the zero-point-corrected parallax and its
+#: error (mas), the per-star A_V prior (mag)
+CONDITION_NAMES = ("plx", "plx_err", "av_prior", "av_prior_err", "av_max")
 
 
 class LogPosterior:
-    """log p(x | θ) + log p(θ) for one star at many θ, as one compiled TensorFlow call.
+    """log p(x, ϖ | θ) + log p(θ) for one star at many θ, as one compiled TensorFlow call: the
+    engine's target (:func:`~irisml_tf.inference.posterior_target.posterior_problem`) in θ.
 
-    ``lp(theta, band_index, mag, mag_err)``: theta [N, 5] (physical units), the star's
-    band_index int32 [K] (−1 = pad), mag, mag_err [K] → float64 numpy [N] (−inf outside the
-    prior's support or where an observed band is invalid in the model). ``sys_floor``: systematic
-    floor (mag) added in quadrature; None = the default observation model's. Keep one for all the
-    stars of a job: they share its trace.
+    ``lp(theta, band_index, mag, mag_err, conditions=None)``: theta [N, 5] (physical units), the
+    star's band_index int32 [K] (−1 = pad), mag, mag_err [K], ``conditions`` a mapping of
+    :data:`CONDITION_NAMES` (missing or NaN = none) or the float32 [5] vector of
+    :func:`condition_vector` → float64 numpy [N] (−inf outside the prior's support or where an
+    observed band is invalid in the model). ``sys_floor``: systematic floor (mag) added in
+    quadrature; None = the default observation model's. ``prior_params``: the prior's parameters
+    (None = ``prior``'s own); ``mass_prior``: the parallax term's (None = its default). Keep one
+    for all the stars of a job: they share its trace.
     """
 
-    def __init__(self, simulator, prior, sys_floor: float | None = None):
+    def __init__(self, simulator, prior, sys_floor: float | None = None, *, prior_params=None, mass_prior=None):
         self.simulator, self.prior = simulator, prior
         self.sys_floor = default_sys_floor() if sys_floor is None else float(sys_floor)
+        self.prior_params = tf.constant(prior.params if prior_params is None else prior_params, tf.float32)
+        self.mass_prior = mass_prior
         self.n_calls = 0  # θ evaluated (walker positions), for the cost accounting
         self._fn = tf.function(self._log_post, reduce_retracing=True, input_signature=[
             tf.TensorSpec([None, 5], tf.float32), tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)])
+            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([len(CONDITION_NAMES)], tf.float32)])
 
-    def _log_post(self, theta, band_index, mag, mag_err):
-        inputs = {"band_index": band_index[None], "mag": mag[None], "mag_err": mag_err[None]}
-        log_lik = log_likelihood_theta(self.simulator, theta[None], inputs, self.sys_floor)[0]
-        log_prior = self.prior.log_prob(theta)
+    def _log_post(self, theta, band_index, mag, mag_err, conditions):
+        plx, plx_err, av_prior, av_prior_err, av_max = tf.unstack(conditions[:, None])  # each [1]
+        inputs = {"band_index": band_index[None], "mag": mag[None], "mag_err": mag_err[None],
+                  "plx": plx, "plx_err": plx_err}
+        log_lik = log_likelihood_with_parallax(self.simulator, theta[None], inputs, self.sys_floor,
+                                               self.mass_prior)[0]
+        log_prior = self.prior.log_prob(theta[None], self.prior_params, av_prior, av_prior_err, av_max)[0]
         # the likelihood is not evaluated meaningfully outside the prior: keep −inf, never NaN
         return tf.where(log_prior > -np.inf, log_lik + log_prior, -np.inf)
 
-    def __call__(self, theta, band_index, mag, mag_err) -> np.ndarray:
+    def __call__(self, theta, band_index, mag, mag_err, conditions=None) -> np.ndarray:
         theta = np.asarray(theta, np.float32)
         self.n_calls += len(theta)
         out = self._fn(tf.constant(theta), tf.constant(band_index, tf.int32),
-                       tf.constant(mag, tf.float32), tf.constant(mag_err, tf.float32))
+                       tf.constant(mag, tf.float32), tf.constant(mag_err, tf.float32),
+                       tf.constant(condition_vector(conditions)))
         return out.numpy().astype(np.float64)
+
+
+def condition_vector(conditions=None) -> np.ndarray:
+    """float32 [5] in the order of :data:`CONDITION_NAMES` from a mapping (missing = NaN), a
+    vector of that shape, or None (no parallax, no per-star A_V prior)."""
+    if conditions is None:
+        return np.full(len(CONDITION_NAMES), np.nan, np.float32)
+    if isinstance(conditions, Mapping):
+        unknown = set(conditions) - set(CONDITION_NAMES)
+        if unknown:
+            raise ValueError(f"`conditions`: unknown key(s) {sorted(unknown)}; known: {', '.join(CONDITION_NAMES)}")
+        return np.array([conditions.get(k, np.nan) for k in CONDITION_NAMES], np.float32)
+    vec = np.asarray(conditions, np.float32)
+    if vec.shape != (len(CONDITION_NAMES),):
+        raise ValueError(f"`conditions` must be a mapping or a vector of {len(CONDITION_NAMES)}, got {vec.shape}")
+    return vec
 
 
 @dataclass(frozen=True)
@@ -328,7 +362,7 @@ def _next_block(conv: Convergence, options: ChainOptions, iteration: int) -> int
 
 
 def run_mcmc(log_post: LogPosterior, band_index, mag, mag_err, options: ChainOptions = ChainOptions(), *,
-             seed=0, init=None, progress: bool = False) -> MCMCResult:
+             seed=0, init=None, progress: bool = False, conditions=None) -> MCMCResult:
     """emcee on one star's posterior.
 
     Args:
@@ -340,13 +374,14 @@ def run_mcmc(log_post: LogPosterior, band_index, mag, mag_err, options: ChainOpt
         emcee's random state, so the same seed gives an identical chain.
       init: [nwalkers, 5] starting positions (e.g. NPE samples); None = :func:`prior_init`.
       progress: tqdm progress bar (one per segment).
+      conditions: the star's parallax and A_V prior (:class:`LogPosterior`), None = none.
 
     Returns:
       :class:`MCMCResult`.
     """
     import emcee
 
-    star = _check_star(band_index, mag, mag_err)
+    star = (*_check_star(band_index, mag, mag_err), condition_vector(conditions))
     rng = np.random.default_rng(seed)
     start, calls0 = time.perf_counter(), log_post.n_calls
     init = _init_walkers(log_post, star, options.nwalkers, init, rng)
@@ -424,11 +459,11 @@ class Reference:
 
 def mcmc_reference(log_post: LogPosterior, band_index, mag, mag_err, options: ChainOptions = ChainOptions(),
                    *, npe_samples=None, npe_weights=None, init: str = "prior", seed=0,
-                   progress: bool = False) -> Reference:
+                   progress: bool = False, conditions=None) -> Reference:
     """The MCMC reference of one star and its comparison with the NPE posterior.
 
     Args:
-      log_post, band_index, mag, mag_err, options, progress: as :func:`run_mcmc`.
+      log_post, band_index, mag, mag_err, options, progress, conditions: as :func:`run_mcmc`.
       npe_samples: [N, 5] the flow's draws of this star; npe_weights: [N] their importance weights
         (both None: MCMC only).
       init: ``prior`` (:func:`prior_init`, the chain gets no help from the network) or ``npe``
@@ -444,7 +479,8 @@ def mcmc_reference(log_post: LogPosterior, band_index, mag, mag_err, options: Ch
         rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 1])
         start = npe_init(npe_samples, npe_weights, options.nwalkers, rng)
         used = "npe" if start is not None else "prior(npe_weights_too_few)"
-    res = run_mcmc(log_post, band_index, mag, mag_err, options, seed=seed, init=start, progress=progress)
+    res = run_mcmc(log_post, band_index, mag, mag_err, options, seed=seed, init=start, progress=progress,
+                   conditions=conditions)
     if npe_samples is None:
         return Reference(res, used)
     return Reference(res, used, before=compare_to_npe(res.samples, npe_samples),
