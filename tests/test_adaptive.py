@@ -205,6 +205,13 @@ def test_traced_call_matches_eager_and_takes_any_batch_size(engine, result):
     assert empty.draws.shape[0] == 0 and empty.ess.shape == (0,)
 
 
+def test_one_start_traces_and_converges():
+    """locate_starts = 1 (the mode search's start count is static; one start once failed to trace)."""
+    one = make_engine(dataclasses.replace(OPTIONS, locate_starts=1))
+    res = one(batch([CORRELATED, MISSED]), star_seeds(tf.constant([3, 4]), tf.range(2, dtype=tf.int64)))
+    assert np.all(res.converged.numpy())
+
+
 def test_stop_rule_and_impossible_budget():
     rows = [CORRELATED, MISSED]
     seeds = star_seeds(tf.constant([1, 2]), tf.range(2, dtype=tf.int64))

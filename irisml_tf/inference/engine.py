@@ -27,12 +27,12 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from irisml_tf.inference.adaptive import AdaptiveOptions, adaptive_importance_sampling, fold_seeds
+from irisml_tf.inference.adaptive import AdaptiveOptions, adaptive_importance_sampling, by_weighted_slots, fold_seeds
 from irisml_tf.inference.flags import compute_flags
 from irisml_tf.inference.importance import resample
 from irisml_tf.inference.likelihood import default_sys_floor, log_likelihood_theta, unpack_inputs
 from irisml_tf.inference.posterior_target import posterior_problem
-from irisml_tf.inference.summaries import summarize
+from irisml_tf.inference.summaries import SUMMARY_NAMES, summarize
 from irisml_tf.physics.parallax import MassPrior, sample_derived
 
 __all__ = ["run_engine", "ENGINE_OUTPUTS", "DERIVED_NAMES"]
@@ -96,7 +96,9 @@ def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, 
     out = {"ess": res.ess, "efficiency": res.ess / tf.cast(res.n_draws, tf.float32), "khat": res.khat,
            "log_evidence": res.log_evidence, "n_draws": res.n_draws, "rounds": res.rounds,
            "n_target_evals": res.n_target_evals, "n_modes": res.n_modes, "converged": res.converged}
-    out.update(summarize(theta, res.weights))
+    nan = tf.fill(tf.shape(theta[:, 0]), float("nan"))
+    out.update(by_weighted_slots(lambda a: summarize(*a), (theta, res.weights), res.rounds, options,
+                                 {k: nan for k in SUMMARY_NAMES}))
     out.update({f"q_{k}": v for k, v in summarize(theta[:, :options.n0], None).items()})
     draws, _ = resample(theta, res.weights, num_samples, fold_seeds(seeds, 3))
     has = tf.reduce_sum(res.weights, -1) > 0

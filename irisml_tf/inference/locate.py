@@ -96,6 +96,8 @@ def _ascend(f, x, lp, g, steps: int, lr: tuple[float, float]):
         rate = lr0 * decay ** tf32 * mult
         xc = x + rate[..., None] * mhat / (tf.sqrt(vhat) + eps)
         lpc, gc = f(xc)
+        lpc.set_shape(x.shape[:-1])  # the target's reshapes lose the static start count S
+        gc.set_shape(x.shape)
         ok = tf.math.is_finite(lpc)
         x = tf.where(ok[..., None], xc, x)
         lp, g = tf.where(ok, lpc, lp), tf.where(ok[..., None], gc, g)
@@ -104,6 +106,7 @@ def _ascend(f, x, lp, g, steps: int, lr: tuple[float, float]):
         return (t + 1, x, lp, g, m, v, mult, tf.where(better[..., None], x, bx),
                 tf.where(better, lp, blp))
 
+    lp, g = tf.ensure_shape(lp, x.shape[:-1]), tf.ensure_shape(g, x.shape)
     zeros = tf.zeros_like(x)
     init = (tf.constant(0), x, lp, g, zeros, zeros, tf.ones_like(lp), x, lp)
     out = tf.while_loop(lambda t, *_: t < steps, body, init)
