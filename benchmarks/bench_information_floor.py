@@ -2,6 +2,7 @@
 
     python benchmarks/bench_information_floor.py                  # shipped model, 30 stars, all 25 bands
     python benchmarks/bench_information_floor.py --stars 50 --band-set gaia_2mass_wise
+    python benchmarks/bench_information_floor.py --band-set gaia_2mass_wise --parallax 0.1
 
 The accuracy targets of `irisml-tf evaluate` (e.g. log g RMSE ≤ 0.5 dex) can be out of reach of the
 data themselves. For each simulated star (the model's prior and observation model, the same
@@ -11,7 +12,9 @@ draws from the engine, 32 walkers × --steps, first --burn discarded, extended u
 
 Star by star, per parameter: |engine median − exact median| / exact σ and the ratio of the
 engine's 68 % interval width (p84 − p16) to the exact one; the median over stars of each is
-printed (the engine at --target-ess, default 1000, under the model's training prior).
+printed (the engine at --target-ess, default 1000, under the model's training prior). With
+--parallax (``gaia`` or a fractional error), every star also has its simulated parallax
+(:func:`irisml_tf.data.testsets.simulate_test_parallaxes`) in both the engine and the chain.
 
 The RMSE of the exact posterior median over the stars, and the root mean posterior variance, are
 the floor a perfect amortised posterior would reach on these stars; the model's own RMSE (the
@@ -36,13 +39,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2000, help="engine draws returned per star (MCMC start)")
     ap.add_argument("--target-ess", type=float, default=1000.0)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--parallax", default=None, help="simulated parallax errors: gaia or a fraction (default none)")
     args = ap.parse_args()
 
     import numpy as np
 
-    from irisml_tf.data.testsets import simulate_test_sets
+    from irisml_tf.data.testsets import simulate_test_parallaxes, simulate_test_sets
     from irisml_tf.inference import metrics
     from irisml_tf.inference.mcmc import ChainOptions, LogPosterior, mcmc_reference
+    from irisml_tf.physics.parallax import MassPrior
     from irisml_tf.physics.simulator import PARAM_NAMES
     from irisml_tf.serving import load_model
 
@@ -50,17 +55,25 @@ def main() -> None:
     sim, prior = model.physics()
     theta, sets = simulate_test_sets(sim, prior, model.observation, args.stars, args.seed, [args.band_set])
     x = sets[args.band_set]
+    mass_prior = MassPrior(**model.meta.mass_prior)
+    none = np.full(args.stars, np.nan, np.float32)
+    plx = {"parallax": none, "parallax_error": none}
+    if args.parallax is not None:
+        plx = simulate_test_parallaxes(sim, theta, x["mu"], args.parallax, args.seed, mass_prior)
     npe = model.run(x["band_index"], x["mag"], x["mag_err"], args.samples, seed=args.seed,
-                    target_ess=args.target_ess)
-    log_post = LogPosterior(sim, prior, model.observation.sys_floor)
+                    target_ess=args.target_ess, parallax=plx["parallax"], parallax_error=plx["parallax_error"],
+                    parallax_zero_point=0.0)
+    log_post = LogPosterior(sim, prior, model.observation.sys_floor, mass_prior=mass_prior)
     chain = ChainOptions(nsteps=args.steps, burn=args.burn)
     med, std, width, taus, t0 = [], [], [], [], time.perf_counter()
-    print(f"{args.stars} stars, band set {args.band_set}, emcee 32 walkers × {args.steps} steps "
+    print(f"{args.stars} stars, band set {args.band_set}, parallax errors {args.parallax or 'none'}, "
+          f"emcee 32 walkers × {args.steps} steps "
           f"(burn {args.burn}), model {model.path} (step {model.meta.training.step})")
     for i in range(args.stars):
         res = mcmc_reference(log_post, x["band_index"][i], x["mag"][i], x["mag_err"][i], chain,
                              npe_samples=npe["samples"][i], npe_weights=npe["weights"][i], init="npe",
-                             seed=[args.seed, i]).mcmc
+                             seed=[args.seed, i],
+                             conditions={"plx": plx["parallax"][i], "plx_err": plx["parallax_error"][i]}).mcmc
         med.append(np.median(res.samples, axis=0))
         std.append(res.samples.std(axis=0))
         lo, hi = np.percentile(res.samples, [16, 84], axis=0)
