@@ -205,6 +205,31 @@ def test_traced_call_matches_eager_and_takes_any_batch_size(engine, result):
     assert empty.draws.shape[0] == 0 and empty.ess.shape == (0,)
 
 
+def test_by_weighted_slots_equals_the_whole_storage(rng):
+    """Summaries over each row's weighted slots (rows grouped by their rounds: round 0's slots
+    for one round, the fit rounds' after them) equal those over the whole storage, where the other
+    slots carry zero weight."""
+    from irisml_tf.inference.adaptive import by_weighted_slots
+    from irisml_tf.inference.summaries import SUMMARY_NAMES, summarize
+
+    opt = AdaptiveOptions(max_draws=256 + 3 * 100, n0=256, draws_per_round=100)
+    rounds = np.array([1, 3, 2, 4, 3], np.int32)
+    slot = np.arange(opt.slots)[None, :]
+    r = rounds[:, None]
+    used = np.where(r == 1, slot < opt.n0, (slot >= opt.n0) & (slot < opt.n0 + 100 * (r - 1)))
+    draws = rng.normal(size=(5, opt.slots, D)).astype(np.float32)
+    weights = np.where(used, rng.uniform(0.1, 1.0, (5, opt.slots)), 0.0).astype(np.float32)
+    nan = tf.fill([5, D], float("nan"))
+    part = by_weighted_slots(lambda a: summarize(*a), (tf.constant(draws), tf.constant(weights)),
+                             tf.constant(rounds), opt, {k: nan for k in SUMMARY_NAMES})
+    whole = summarize(draws, weights)
+    for k in SUMMARY_NAMES:
+        np.testing.assert_allclose(part[k].numpy(), whole[k].numpy(), rtol=1e-5, atol=1e-6)
+    unseen = by_weighted_slots(lambda a: summarize(*a), (tf.constant(draws), tf.constant(weights)),
+                               tf.constant([9, 1, 1, 1, 1]), opt, {k: nan for k in SUMMARY_NAMES})
+    assert np.all(np.isnan(unseen["median"].numpy()[0]))  # a row in no group keeps ``init``
+
+
 def test_one_start_traces_and_converges():
     """locate_starts = 1 (the mode search's start count is static; one start once failed to trace)."""
     one = make_engine(dataclasses.replace(OPTIONS, locate_starts=1))
