@@ -39,6 +39,8 @@ SLOW_TESTS = {
     "test_prior.py::test_prior_and_simulator_agree_on_support",
     "test_simulator.py::test_gradients_finite",
     "test_mcmc.py::test_cli_without_model",
+    "test_mcmc.py::test_chain_with_a_parallax_pins_logg",  # two emcee chains
+    "test_mcmc.py::test_cli_reads_parallax_columns",
     "test_model.py::test_same_seed_same_samples",
     "test_model.py::test_posterior_density_normalises_in_physical_units",
 }
