@@ -321,11 +321,11 @@ def _parallax_metrics(res: Mapping, plx: Mapping, truth: np.ndarray) -> tuple[di
     noise = {"plx_rmse_logg": (metrics.rmse_standard_error(res["median"][:, 1] - truth[:, 1]),
                                int(np.isfinite(res["median"][:, 1]).sum()))}
     for d, name in enumerate(DERIVED_NAMES):
-        truth, med = plx[name], res["derived_median"][:, d]
+        true, med = plx[name], res["derived_median"][:, d]
         lo, hi = res["derived_p16"][:, d], res["derived_p84"][:, d]
-        ok = np.isfinite(truth) & np.isfinite(lo) & np.isfinite(hi)
-        cov = float(np.mean((lo[ok] <= truth[ok]) & (truth[ok] <= hi[ok]))) if ok.any() else float("nan")
-        rel = np.abs(med[ok] / truth[ok] - 1.0)
+        ok = np.isfinite(true) & np.isfinite(lo) & np.isfinite(hi)
+        cov = float(np.mean((lo[ok] <= true[ok]) & (true[ok] <= hi[ok]))) if ok.any() else float("nan")
+        rel = np.abs(med[ok] / true[ok] - 1.0)
         entry["derived"][name] = {"coverage_68": cov, "n": int(ok.sum()),
                                   "median_abs_rel_err": float(np.median(rel)) if ok.any() else float("nan")}
         noise[f"coverage68_{name}"] = (metrics.coverage_standard_error(0.68, int(ok.sum())), int(ok.sum()))
