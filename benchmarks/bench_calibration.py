@@ -25,15 +25,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-BANDS = ("Gaia_G", "Gaia_BP", "Gaia_RP", "2MASS_J", "2MASS_H", "2MASS_Ks", "WISE_W1", "WISE_W2")
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--stars", type=int, default=512)
     ap.add_argument("--err", type=float, default=0.05, help="catalogue error of every band (mag)")
-    ap.add_argument("--bands", nargs="+", default=list(BANDS))
+    ap.add_argument("--bands", nargs="+", default=None, help="default: the gaia_2mass_wise set's 8 bands")
     ap.add_argument("--mcmc", type=int, default=0, help="emcee (from the prior) on this many extreme stars")
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args()
@@ -41,6 +39,7 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
+    from irisml_tf.data.testsets import BAND_SETS
     from irisml_tf.inference import metrics
     from irisml_tf.inference.summaries import summarize
     from irisml_tf.physics.simulator import PARAM_NAMES
@@ -49,6 +48,7 @@ def main() -> None:
 
     model = load_model(args.model)
     sim, prior = model.physics()
+    args.bands = args.bands or list(BAND_SETS["gaia_2mass_wise"])
     obs = [model.bands.index(b) for b in args.bands]
     theta = prior.sample(4 * args.stars, args.seed).numpy()
     mags, valid = (t.numpy() for t in sim(tf.constant(theta)))

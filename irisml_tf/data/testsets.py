@@ -111,7 +111,7 @@ def simulate_test_parallaxes(sim, theta: np.ndarray, mu: np.ndarray, error, seed
     """
     import tensorflow as tf
 
-    from irisml_tf.physics.parallax import MassPrior, simulate_parallax
+    from irisml_tf.physics.parallax import MassPrior, luminosity, simulate_parallax
 
     error = parallax_error_model(error)
     theta = np.asarray(theta, np.float32)
@@ -122,5 +122,5 @@ def simulate_test_parallaxes(sim, theta: np.ndarray, mu: np.ndarray, error, seed
                            mass_prior or MassPrior(), frac_err=None if error == "gaia" else error)
     out = {"parallax": np.asarray(sp.plx, np.float32), "parallax_error": np.asarray(sp.plx_err, np.float32),
            **{k: np.asarray(getattr(sp, k), np.float32) for k in ("distance", "radius", "mass")}}
-    out["luminosity"] = (out["radius"] ** 2 * (theta[:, 0] / 5772.0) ** 4).astype(np.float32)
+    out["luminosity"] = luminosity(out["radius"], theta[:, 0]).astype(np.float32)
     return out

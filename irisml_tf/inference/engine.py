@@ -92,15 +92,16 @@ def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, 
                                 plx=plx, plx_err=plx_err, mass_prior=mass_prior)
     res = adaptive_importance_sampling(problem.log_target, problem.flow_sample, problem.conditions, seeds,
                                        5, options, target_ess=target_ess, max_draws=max_draws)
-    theta = problem.theta(res.draws)  # [B, M, 5]; unused slots carry zero weight
     out = {"ess": res.ess, "efficiency": res.ess / tf.cast(res.n_draws, tf.float32), "khat": res.khat,
            "log_evidence": res.log_evidence, "n_draws": res.n_draws, "rounds": res.rounds,
            "n_target_evals": res.n_target_evals, "n_modes": res.n_modes, "converged": res.converged}
-    nan = tf.fill(tf.shape(theta[:, 0]), float("nan"))
-    out.update(by_weighted_slots(lambda a: summarize(*a), (theta, res.weights), res.rounds, options,
-                                 {k: nan for k in SUMMARY_NAMES}))
-    out.update({f"q_{k}": v for k, v in summarize(theta[:, :options.n0], None).items()})
-    draws, _ = resample(theta, res.weights, num_samples, fold_seeds(seeds, 3))
+    # to θ only what is used (the storage holds max_draws slots per star, most of them empty)
+    nan = tf.fill(tf.shape(res.draws[:, 0]), float("nan"))
+    out.update(by_weighted_slots(lambda a: summarize(problem.theta(a[0]), a[1]), (res.draws, res.weights),
+                                 res.rounds, options, {k: nan for k in SUMMARY_NAMES}))
+    out.update({f"q_{k}": v for k, v in summarize(problem.theta(res.draws[:, :options.n0]), None).items()})
+    draws, _ = resample(res.draws, res.weights, num_samples, fold_seeds(seeds, 3))
+    draws = problem.theta(draws)  # rows without weight: NaN stays NaN
     has = tf.reduce_sum(res.weights, -1) > 0
     n = tf.cast(tf.shape(draws)[1], tf.float32)
     weights = tf.where(has[:, None], tf.ones_like(draws[..., 0]) / n, 0.0)

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from irisml_tf.inference.adaptive import row_normal
 from irisml_tf.inference.likelihood import log_likelihood_theta, unpack_inputs
-from irisml_tf.physics.parallax import MassPrior, parallax_log_likelihood
+from irisml_tf.physics.parallax import MassPrior, parallax_log_likelihood, usable_parallax
 
 __all__ = ["PosteriorProblem", "posterior_problem", "log_likelihood_with_parallax"]
 
@@ -34,8 +34,7 @@ def log_likelihood_with_parallax(simulator, theta, c: Mapping, sys_floor, mass_p
     parallax only, gathered and scattered back: no ``tf.cond``, whose gradient made the exported
     graph 7x slower for the C++ loader to optimise (saved_model_cli: 245 s against 36 s)."""
     terms = log_likelihood_theta(simulator, theta, c, sys_floor, return_terms=True)
-    has = tf.math.is_finite(c["plx"]) & tf.math.is_finite(c["plx_err"]) & (c["plx_err"] > 0.0)
-    rows = tf.where(has)[:, 0]
+    rows = tf.where(usable_parallax(c["plx"], c["plx_err"]))[:, 0]
     args = (terms.mu, tf.reduce_sum(terms.weight, -1), theta[..., 1], c["plx"], c["plx_err"])
     log_plx = parallax_log_likelihood(*(tf.gather(a, rows) for a in args), mass_prior or MassPrior())
     return terms.log_lik + tf.scatter_nd(rows[:, None], log_plx, tf.shape(terms.log_lik, out_type=tf.int64))

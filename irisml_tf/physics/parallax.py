@@ -59,7 +59,7 @@ import numpy as np
 __all__ = ["LOGG_SUN", "TEFF_SUN", "GAIA_DR3_ZERO_POINT", "DEFAULT_ZERO_POINT", "GAIA_DR3_PARALLAX_ERROR",
            "QUADRATURE_NODES", "MassPrior", "distance_modulus_moments", "log_parallax_integral",
            "parallax_log_likelihood", "sample_derived", "simulate_parallax", "gaia_parallax_error",
-           "SimulatedParallax"]
+           "SimulatedParallax", "usable_parallax", "luminosity"]
 
 #: log10 of the Sun's surface gravity [cgs] (IAU 2015 B3 nominal GM☉ and R☉: 4.438).
 LOGG_SUN = 4.438
@@ -323,12 +323,24 @@ def _per_draw(x):
 
 
 # -- the likelihood factor ----------------------------------------------------------------------------
+def usable_parallax(plx, plx_err):
+    """bool, ``plx``'s shape: the parallax enters the likelihood (finite, with a finite error > 0)."""
+    import tensorflow as tf
+
+    return tf.math.is_finite(plx) & tf.math.is_finite(plx_err) & (plx_err > 0.0)
+
+
+def luminosity(radius, teff):
+    """L / L☉ = (R / R☉)² (Teff / Teff☉)⁴ (tensors or arrays)."""
+    return radius ** 2 * (teff / TEFF_SUN) ** 4
+
+
 def _usable(mu_hat, w_sum, logg, plx, plx_err):
     """(row has a usable parallax [B, 1], draw has finite μ̂ and log g [B, N], cleaned arguments)."""
     import tensorflow as tf
 
     plx, plx_err, w_sum = (tf.cast(x, tf.float32)[:, None] for x in (plx, plx_err, w_sum))
-    row = tf.math.is_finite(plx) & tf.math.is_finite(plx_err) & (plx_err > 0.0) & (w_sum > 0.0)
+    row = usable_parallax(plx, plx_err) & (w_sum > 0.0)
     row &= tf.math.is_finite(w_sum)
     mu_hat, logg = tf.cast(mu_hat, tf.float32), tf.cast(logg, tf.float32)
     draw = tf.math.is_finite(mu_hat) & tf.math.is_finite(logg)
@@ -444,7 +456,7 @@ def sample_derived(mu_hat, w_sum, logg, teff, plx, plx_err, mass_prior: MassPrio
     teff = tf.cast(teff, tf.float64)
     out = {"distance": _exp10(s / 5.0 + 1.0), "radius": _exp10(log_radius),
            "mass": _exp10(log_mass),
-           "luminosity": _exp10(2.0 * log_radius) * tf.square(tf.square(teff / TEFF_SUN))}
+           "luminosity": luminosity(_exp10(log_radius), teff)}
     keep = row & draw & tf.math.is_finite(teff)
     return {k: tf.where(keep, tf.cast(v, tf.float32), np.nan) for k, v in out.items()}
 
