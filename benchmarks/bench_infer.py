@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=["all", "random"], help="band sets (default all random)")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per path (default 3)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--paths", nargs="+", default=["library", "savedmodel"], choices=["library", "savedmodel"])
+    ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                    help="override an engine option on the library path (e.g. alpha=0.2; repeatable)")
     args = ap.parse_args()
 
     import numpy as np
@@ -47,6 +50,11 @@ def main() -> None:
     _, sets = simulate_test_sets(sim, prior, model.observation, args.stars, args.seed, args.sets)
     posterior = model.posterior()
     sys_floor, engine = model.observation.sys_floor, model.meta.engine_options
+    if args.option:
+        import dataclasses
+        import json
+
+        engine = dataclasses.replace(engine, **{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)})
 
     @tf.function(reduce_retracing=True)
     def library(band_index, mag, mag_err, seed, target):
@@ -55,7 +63,8 @@ def main() -> None:
         return {k: out[k] for k in ("median", "ess", "n_draws", "converged")}
 
     print(f"irisml-tf inference benchmark: model {model.path} (step {model.meta.training.step}), "
-          f"{args.stars} stars per call, median of {args.repeats}, TF {tf.__version__}, {os.cpu_count()} CPUs")
+          f"{args.stars} stars per call, median of {args.repeats}, TF {tf.__version__}, {os.cpu_count()} CPUs"
+          + (f"; library options {' '.join(args.option)}" if args.option else ""))
     for name, x in sets.items():
         print(f"band set {name}: mean {np.mean((x['band_index'] >= 0).sum(1)):.1f} bands/star")
         for target in args.target_ess:
@@ -68,7 +77,7 @@ def main() -> None:
                 return model.run(x["band_index"], x["mag"], x["mag_err"], 256, seed=[args.seed, i],
                                  target_ess=target)
 
-            for path, fn in (("library", run_library), ("savedmodel", run_saved)):
+            for path, fn in ((p, {"library": run_library, "savedmodel": run_saved}[p]) for p in args.paths):
                 fn(0)  # trace / warm up
                 times, outs = [], []
                 for i in range(args.repeats):

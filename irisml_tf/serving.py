@@ -471,7 +471,7 @@ class ExportCheck:
 
 
 def check_export(out_dir: str | Path, *, num_stars: int = 8, num_samples: int = 256, seed: int = 0,
-                 rtol: float = 1e-3, atol: float = 1e-3, sigma_tol: float = 0.25,
+                 rtol: float = 1e-3, atol: float = 1e-3, sigma_tol: float = 0.4,
                  ess_ratio: float = 2.0, khat_tol: float = 0.2) -> ExportCheck:
     """Load the SavedModel in a fresh Python that imports only TensorFlow (as TF Serving would) and
     compare its outputs on simulated stars with the library's
@@ -498,7 +498,10 @@ def check_export(out_dir: str | Path, *, num_stars: int = 8, num_samples: int = 
     * on the posterior's scale: ``median, p16, p84, mean`` within ``sigma_tol`` of the library's
       weighted std per star and parameter, ``std`` within ``sigma_tol`` relative, and the mean of
       the N returned ``samples`` within ``sigma_tol`` σ + 3 σ/√N of the library's weighted mean (a
-      quantile at a wrong level, swapped p16/p84 or a draw off the posterior moves them by ≳ 1 σ).
+      quantile at a wrong level, swapped p16/p84 or a draw off the posterior moves them by ≳ 1 σ;
+      0.4: measured on the shipped model, a settled star with a 1900 K wide, skewed Teff posterior
+      (a teff–A_V ridge) had its Teff p84 0.31 σ apart at ESS ~1000 in both — the tail of a long
+      ridge rests on fewer draws than the ESS says).
       A star not settled gets 1 σ: its tails rest on a few heavy draws
       (measured: a Teff p84 0.82 σ apart for a star at ESS 590 vs 371 after its 19 256 draws);
     * ``ess``, ``efficiency`` and ``n_target_evals`` (the mode search stops each start on a float
@@ -583,7 +586,7 @@ def _clean_process_outputs(path: Path, args: Mapping) -> tuple[dict, tuple[str, 
 
 
 def compare_outputs(ref: Mapping, got: Mapping, *, modules=(), rtol: float = 1e-3, atol: float = 1e-3,
-                    sigma_tol: float = 0.25, ess_ratio: float = 2.0, khat_tol: float = 0.2) -> ExportCheck:
+                    sigma_tol: float = 0.4, ess_ratio: float = 2.0, khat_tol: float = 0.2) -> ExportCheck:
     """The rule of :func:`check_export`: the library's outputs ``ref`` against the SavedModel's
     ``got`` (dicts of arrays with :data:`OUTPUT_KEYS`)."""
     stars = _stars(ref, got)
