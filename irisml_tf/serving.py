@@ -126,6 +126,7 @@ class ModelMeta:
         from irisml_tf.inference.adaptive import AdaptiveOptions
 
         d = dict(self.engine)
+        d.setdefault("defensive_components", 1)  # exports before it had one defensive t
         if "learning_rate" in d:
             d["learning_rate"] = tuple(d["learning_rate"])
         return AdaptiveOptions(**d)

@@ -6,6 +6,7 @@ loads it in a Python that imports only TensorFlow and compares with the library.
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import glob
 import json
 import re
@@ -20,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import TINY
+from irisml_tf.inference.adaptive import AdaptiveOptions
 from irisml_tf.serving import (
     OUTPUT_KEYS,
     compare_outputs,
@@ -49,6 +51,11 @@ def test_meta_and_outputs(tiny_model):
     assert engine.max_draws == 1256 and len(tiny_model.meta.prior_params) == 21
     assert np.all(out["n_draws"] <= engine.max_draws) and np.all(out["rounds"] >= 1)
     assert np.array_equal(out["converged"], out["ess"] >= engine.target_ess)
+    assert engine.defensive_components == AdaptiveOptions().defensive_components  # written at export
+    # an export from before the defensive mixture had one defensive t: its options say so
+    older = dataclasses.replace(tiny_model.meta, engine={k: v for k, v in tiny_model.meta.engine.items()
+                                                         if k != "defensive_components"})
+    assert older.engine_options.defensive_components == 1
 
 
 def test_run_takes_the_prior_and_draw_budget(tiny_model):

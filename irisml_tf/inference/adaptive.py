@@ -378,7 +378,7 @@ def _with_defensive(fit: mixture.Mixture, defensive: mixture.Mixture, alpha: flo
 
 
 def _sum_props(props: mixture.Mixture, rounds, u, df: float):
-    """log Σ_{j < rounds} q_j(u) [A, N] over the stored proposals [A, R, K + 1, ...]."""
+    """log Σ_{j < rounds} f_j(u) [A, N] over the stored fits [A, R, K, ...]."""
     def body(j, acc):
         prop = tf.nest.map_structure(lambda t: tf.gather(t, j, axis=1), props)
         return j + 1, _logaddexp(acc, mixture.log_prob(prop, u, df))
@@ -475,12 +475,12 @@ def _defensive(u0, scale, opt: AdaptiveOptions) -> mixture.Mixture:
 
 
 def _round_zero(conditions, seeds, log_target, flow_sample, dim: int, opt: AdaptiveOptions, target):
-    """Round 0, the defensive component and the anchors: (state, n_modes [B])."""
+    """Round 0, the defensive mixture and the anchors: (state, n_modes [B])."""
     b = tf.shape(seeds)[0]
     u0, lq0 = flow_sample(conditions, opt.n0, fold_seeds(fold_seeds(seeds, 0), 1))
     lp0 = log_target(conditions, u0)
     lp0 = tf.where(tf.math.is_finite(lp0), lp0, -np.inf)
-    lw0 = _log_weights(lp0, lq0, lq0, tf.zeros([b], tf.int32), opt.n0, opt.alpha)
+    lw0 = _log_weights(lp0, lq0, tf.fill(tf.shape(lq0), -np.inf), tf.zeros([b], tf.int32), opt.n0, opt.alpha)
     ess0 = _ess(lw0)
     center = tf.reduce_mean(u0, 1)
     scale = tf.maximum(tf.math.reduce_std(u0, 1), 1e-6)
