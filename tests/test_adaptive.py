@@ -199,6 +199,7 @@ def _banana_tail_mass(defensive_components):
     return float(np.mean(np.sum(w * (np.abs(res.draws.numpy()[..., 0]) > 2.0), 1)))
 
 
+@pytest.mark.slow  # two engine runs of 64 rows at ESS 1000: ~30 s
 def test_the_ends_of_a_curved_ridge_keep_their_mass():
     """The fitted t mixture does not follow a curved ridge, and draws that never reach its ends
     cannot weight them: with one defensive t on the flow draws' moments the 4.55 % beyond 2σ came
