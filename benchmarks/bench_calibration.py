@@ -153,18 +153,15 @@ def _reference(flow, sim, prior, sys_floor, x, theta, draws, seed):
     import numpy as np
 
     from irisml_tf.inference import metrics
-    from irisml_tf.inference.importance import importance_weights
-    from irisml_tf.inference.likelihood import log_likelihood_theta
+    from irisml_tf.inference.importance import run_importance_sampling
     from irisml_tf.progress import progress_bar
 
     out, bar = [], progress_bar(len(theta), desc="reference", unit="star")
     for s in range(0, len(theta), 4):
         sl = slice(s, s + 4)
-        xs = {k: v[sl] for k, v in x.items()}
-        q, log_q = flow.sample_and_log_prob(draws, xs["band_index"], xs["mag"], xs["mag_err"], seed=[seed + 1, s])
-        w = importance_weights(log_likelihood_theta(sim, q, xs, sys_floor), prior.log_prob(q), log_q,
-                               with_khat=False)["weights"]
-        out.append(metrics.pit(q.numpy(), theta[sl], w.numpy()))
+        r = run_importance_sampling(flow, sim, prior, {k: v[sl] for k, v in x.items()}, draws, [seed + 1, s],
+                                    sys_floor)
+        out.append(metrics.pit(r["samples"].numpy(), theta[sl], r["weights"].numpy()))
         bar.update(len(out[-1]))
     bar.close()
     return np.concatenate(out)

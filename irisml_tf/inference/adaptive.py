@@ -358,10 +358,7 @@ def _round_fit(s: _State, lw, r, opt: AdaptiveOptions) -> mixture.Mixture:
     top = tf.math.top_k(lw, k=tf.minimum(opt.fit_draws, tf.shape(lw)[1]))
     x = tf.cast(tf.gather(s.u, top.indices, batch_dims=1), _F64)
     counts = _tempered_counts(top.values, opt.temper_ess)
-    k = opt.num_components
-    prev = tf.nest.map_structure(lambda t: tf.gather(t, tf.maximum(r - 2, 0), axis=1)[:, :k], s.props)
-    prev = mixture.Mixture(prev.log_weights - tf.reduce_logsumexp(prev.log_weights, -1, keepdims=True),
-                           prev.loc, prev.scale_tril)
+    prev = tf.nest.map_structure(lambda t: tf.gather(t, tf.maximum(r - 2, 0), axis=1), s.props)  # last fit
     first = tf.equal(r, 1)
     init = _select(tf.fill(tf.shape(s.located), first), s.anchors, prev)
     em = mixture.fit(init, s.anchors, x, counts, opt.df, opt.em_iterations, opt.prior_count,
@@ -460,9 +457,8 @@ def _defensive(u0, scale, opt: AdaptiveOptions) -> mixture.Mixture:
     mean, cov = mixture.moments(x, tf.ones(tf.shape(x)[:2], _F64))
     scale = tf.cast(scale, _F64)
     cov = mixture.clip_covariance(cov, MIN_VAR, MAX_VAR, scale)
-    one = mixture.Mixture(tf.zeros([b, 1], _F64), mean[:, None], tf.linalg.cholesky(cov)[:, None])
     if kd == 1:
-        return one
+        return mixture.Mixture(tf.zeros([b, 1], _F64), mean[:, None], tf.linalg.cholesky(cov)[:, None])
     axis = tf.linalg.eigh(cov)[1][..., -1]  # [B, D], the widest direction
     order = tf.argsort(tf.einsum("bnd,bd->bn", x - mean[:, None], axis), -1)
     picks = [int((j + 0.5) * opt.n0 / kd) for j in range(kd)]
