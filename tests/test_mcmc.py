@@ -423,3 +423,9 @@ def test_cli_reads_parallax_columns(tmp_path, star):
     out = read_table(tmp_path / "o.csv")
     assert "parallax:nonpositive_error" in out["status"][1] and "parallax" not in out["status"][0]
     assert out["logg_std"][0] < out["logg_std"][1]
+    # derived quantities as infer writes them (the star: 1 M☉, at the distance of its 1 % parallax)
+    assert abs(out["distance_median"][0] * _true_parallax() / 1000.0 - 1.0) < 0.05
+    assert out["distance_p16"][0] < out["distance_median"][0] < out["distance_p84"][0]
+    assert 0.3 < out["mass_median"][0] < 3.0 and np.isfinite(out["radius_median"][0])
+    assert np.isfinite(out["luminosity_median"][0])
+    assert all(np.isnan(out[f"{d}_median"][1]) for d in ("distance", "radius", "mass", "luminosity"))

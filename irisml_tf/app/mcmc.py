@@ -14,7 +14,9 @@ systematic floor (else the defaults), until its convergence rule holds
 row whose chain stopped unconverged says so in its ``status`` (``mcmc:not_converged(…)``).
 
 Output: the catalogue's non-band columns, ``row`` (0-based), ``status``, ``n_bands``, the NPE
-diagnostics, the chain's columns (:func:`~irisml_tf.inference.mcmc.result_columns`); optionally
+diagnostics, the chain's columns (:func:`~irisml_tf.inference.mcmc.result_columns`), and with a
+parallax ``distance``, ``radius``, ``mass``, ``luminosity`` as ``_median``/``_p16``/``_p84`` from
+the chain's draws, as ``infer`` writes them (NaN without a usable parallax); optionally
 the samples as .npz and a corner plot per star. Row r's chain is seeded with (seed, r), so a row
 gives the same answer whichever other rows are chosen.
 """
@@ -297,9 +299,26 @@ def _sample_star(setup: _Setup, prep, conditions: dict, i: int, row: int, option
     if ref.init != options.init:
         codes.append(f"mcmc_init:{ref.init}")
     codes.extend(ref.mcmc.status_codes())
-    record.update(status=status_string(codes), **result_columns(ref.mcmc, ref.after))
+    record.update(status=status_string(codes), **result_columns(ref.mcmc, ref.after),
+                  **_derived_columns(setup, star, conditions, ref.mcmc.samples, (options.seed, row)))
     return StarResult(row, record, ref.mcmc.samples.astype(np.float32),
                       None if npe is None else npe["samples"], None if npe is None else npe["weights"])
+
+
+def _derived_columns(setup: _Setup, star, conditions: dict, samples, seed, max_draws: int = 4000) -> dict:
+    """``distance``, ``radius``, ``mass``, ``luminosity`` as ``<name>_median``, ``_p16``, ``_p84``
+    from the chain's draws (at most ``max_draws`` of them, evenly thinned), as ``infer`` gives them
+    (:func:`~irisml_tf.inference.engine.derived_posteriors`); NaN without a usable parallax."""
+    from irisml_tf.inference.engine import DERIVED_NAMES, derived_posteriors
+
+    lp = setup.log_post
+    draws = samples[np.linspace(0, len(samples) - 1, min(max_draws, len(samples))).astype(int)]
+    bi, mag, err = (np.asarray(a)[None] for a in star)
+    plx, plx_err = (np.array([conditions[k]], np.float32) for k in ("plx", "plx_err"))
+    out = derived_posteriors(lp.simulator, draws[None], {"band_index": bi, "mag": mag, "mag_err": err}, plx,
+                             plx_err, lp.sys_floor, lp.mass_prior, np.array([seed], np.int32))
+    return {f"{name}_{stat}": float(out[f"derived_{stat}"][0, j])
+            for j, name in enumerate(DERIVED_NAMES) for stat in ("median", "p16", "p84")}
 
 
 def _table(sub: pd.DataFrame, match, stars: list[StarResult]) -> pd.DataFrame:

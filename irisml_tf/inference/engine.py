@@ -35,7 +35,7 @@ from irisml_tf.inference.posterior_target import posterior_problem
 from irisml_tf.inference.summaries import SUMMARY_NAMES, summarize
 from irisml_tf.physics.parallax import MassPrior, sample_derived
 
-__all__ = ["run_engine", "ENGINE_OUTPUTS", "DERIVED_NAMES"]
+__all__ = ["run_engine", "derived_posteriors", "ENGINE_OUTPUTS", "DERIVED_NAMES"]
 
 #: what a parallax adds per star, in the order of the ``derived_*`` outputs [B, 4]: distance (pc),
 #: radius (R☉), mass (M☉), luminosity (L☉)
@@ -113,6 +113,18 @@ def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, 
                       target_ess if target_ess is not None else options.target_ess))
     out.update(_derived(terms, safe, problem.conditions, mass_prior, fold_seeds(seeds, 4)))
     return out
+
+
+def derived_posteriors(simulator, draws, inputs: Mapping, plx, plx_err, sys_floor, mass_prior, seeds) -> dict:
+    """``derived_median``, ``derived_p16``, ``derived_p84`` [B, 4] (:data:`DERIVED_NAMES`) of equally
+    weighted θ draws [B, N, 5] of stars with photometry ``inputs`` and zero-point-corrected
+    parallaxes ``plx``, ``plx_err`` [B] (mas; NaN = none: NaN rows) — as :func:`run_engine` gives
+    them, for draws made elsewhere (the MCMC reference). ``seeds``: int32 [B, 2]."""
+    draws = tf.cast(draws, tf.float32)
+    inputs = _clean_inputs(inputs, simulator.num_bands)
+    terms = log_likelihood_theta(simulator, draws, inputs, sys_floor, return_terms=True)
+    conditions = {"plx": tf.cast(plx, tf.float32), "plx_err": tf.cast(plx_err, tf.float32)}
+    return _derived(terms, draws, conditions, mass_prior or MassPrior(), tf.cast(seeds, tf.int32))
 
 
 def _derived(terms, draws, conditions, mass_prior, seeds) -> dict:
