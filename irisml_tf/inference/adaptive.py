@@ -122,7 +122,8 @@ class AdaptiveOptions:
     Laplace anchors and reached the far ends of long, correlated posteriors slowly; measured on the
     evaluation's simulated stars, 256 per set, ESS 1000: reach all bands 0.965 → 0.988,
     Gaia+2MASS+WISE 0.949 → 0.988, Gaia 0.40 → 0.61 (128 stars); k̂ > 0.7 6.6 → 5.9 %, 2.7 →
-    1.2 %; bench_infer 42.5 → 31.5 ms/star (25 bands) and 59.1 → 42.2 (Gaia+2MASS+WISE); on 512
+    1.2 %; bench_infer's library path 47–48 → 31–40 ms/star (25 bands, interleaved runs; the
+    SavedModel path unchanged, 66 vs 68 ms/star); on 512
     plain 25-band stars at 0.01 mag the outward PIT shift against the exact reference falls by
     0.001–0.003 of its 0.006–0.009; widen 1.1 had given k̂ > 0.7 for 7.8 % of 25-band stars);
     K = 4, ν = 5, 4 EM steps on 512 draws (K = 8, ν = 3 or 8 steps on 1024 draws: no better, up
