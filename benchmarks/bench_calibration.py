@@ -185,17 +185,12 @@ def _local_reference(sim, prior, sys_floor, x, theta, samples, draws, seed):
     whatever the proposal (only the simulation knows the truth, so this is a benchmark's
     reference); unlike flow draws it reaches the narrow posteriors of stars with many precise bands."""
     import numpy as np
-    import tensorflow as tf
 
     from irisml_tf.inference import metrics
-    from irisml_tf.inference.likelihood import log_likelihood_theta
+    from irisml_tf.inference.mcmc import LogPosterior
     from irisml_tf.progress import progress_bar
 
-    @tf.function(reduce_retracing=True)
-    def log_target(th, band_index, mag, mag_err):
-        obs = {"band_index": band_index, "mag": mag, "mag_err": mag_err}
-        return log_likelihood_theta(sim, th, obs, sys_floor) + prior.log_prob(th)
-
+    log_target = LogPosterior(sim, prior, sys_floor)
     rng, nu = np.random.default_rng(seed), 3.0
     out, bar = [], progress_bar(len(theta), desc="local reference", unit="star")
     for i in range(len(theta)):
@@ -209,8 +204,7 @@ def _local_reference(sim, prior, sys_floor, x, theta, samples, draws, seed):
         log_q = np.logaddexp(*(-0.5 * (nu + 5) * np.log1p(np.einsum("nd,de,ne->n", y - c, prec, y - c) / nu)
                                for c in centres))
         th = np.concatenate([np.exp(y[:, :1]), y[:, 1:]], 1)
-        obs = (tf.constant(v[i:i + 1]) for v in (x["band_index"], x["mag"], x["mag_err"]))
-        log_p = log_target(tf.constant(th[None], tf.float32), *obs).numpy()[0].astype(np.float64) + y[:, 0]
+        log_p = log_target(th, x["band_index"][i], x["mag"][i], x["mag_err"][i]) + y[:, 0]
         log_w = np.where(np.isfinite(log_p), log_p - log_q, -np.inf)
         w = np.exp(log_w - log_w.max())
         out.append(metrics.pit(th[None], theta[i:i + 1], (w / w.sum())[None])[0])

@@ -310,7 +310,11 @@ def _derived_columns(setup: _Setup, star, conditions: dict, samples, seed, max_d
     from the chain's draws (at most ``max_draws`` of them, evenly thinned), as ``infer`` gives them
     (:func:`~irisml_tf.inference.engine.derived_posteriors`); NaN without a usable parallax."""
     from irisml_tf.inference.engine import DERIVED_NAMES, derived_posteriors
+    from irisml_tf.physics.parallax import usable_parallax
 
+    stats = ("median", "p16", "p84")
+    if not bool(usable_parallax(conditions["plx"], conditions["plx_err"])):  # NaN without running the simulator
+        return {f"{name}_{stat}": float("nan") for name in DERIVED_NAMES for stat in stats}
     lp = setup.log_post
     draws = samples[np.linspace(0, len(samples) - 1, min(max_draws, len(samples))).astype(int)]
     bi, mag, err = (np.asarray(a)[None] for a in star)
@@ -318,7 +322,7 @@ def _derived_columns(setup: _Setup, star, conditions: dict, samples, seed, max_d
     out = derived_posteriors(lp.simulator, draws[None], {"band_index": bi, "mag": mag, "mag_err": err}, plx,
                              plx_err, lp.sys_floor, lp.mass_prior, np.array([seed], np.int32))
     return {f"{name}_{stat}": float(out[f"derived_{stat}"][0, j])
-            for j, name in enumerate(DERIVED_NAMES) for stat in ("median", "p16", "p84")}
+            for j, name in enumerate(DERIVED_NAMES) for stat in stats}
 
 
 def _table(sub: pd.DataFrame, match, stars: list[StarResult]) -> pd.DataFrame:
