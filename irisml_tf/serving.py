@@ -113,7 +113,7 @@ class ModelMeta:
     engine: Mapping = field(default_factory=dict)  # AdaptiveOptions fixed at export
     prior_param_names: tuple[str, ...] = ()
     prior_params: tuple[float, ...] = ()  # the training prior, for clients that send none
-    mass_prior: Mapping = field(default_factory=dict)  # log10 M ~ N(m0, tau²) of the parallax term
+    mass_prior: Mapping = field(default_factory=dict)  # the parallax term's MassPrior (see mass_model)
     run_dir: str = ""
     signature: str = SIGNATURE
     irisml_tf_version: str = ""
@@ -130,6 +130,11 @@ class ModelMeta:
         if "learning_rate" in d:
             d["learning_rate"] = tuple(d["learning_rate"])
         return AdaptiveOptions(**d)
+
+    @functools.cached_property
+    def mass_model(self):
+        """The :class:`~irisml_tf.physics.parallax.MassPrior` of the exported graph."""
+        return MassPrior(**{"table": None, **self.mass_prior})  # exports before the table had none
 
     def engine_budget(self, target_ess=None, max_draws=None) -> tuple[float, int]:
         """(target ESS, draw budget) of a call: the engine's defaults, or the given values checked
@@ -562,7 +567,7 @@ def _library_outputs(model: ExportedModel, args: Mapping) -> dict[str, np.ndarra
                           target_ess=a["target_ess"], max_draws=a["max_draws"], prior_params=a["prior_params"],
                           av_prior=a["av_prior"], av_prior_err=a["av_prior_err"], av_max=a["av_max"],
                           plx=a["parallax"] - a["parallax_zero_point"], plx_err=a["parallax_error"],
-                          mass_prior=MassPrior(**model.meta.mass_prior))
+                          mass_prior=model.meta.mass_model)
     out = run()
     return {k: np.asarray(out[k]) for k in OUTPUT_KEYS}
 

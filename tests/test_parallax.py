@@ -12,6 +12,12 @@ from irisml_tf.physics import parallax as P
 B_S = np.log(10.0) / 5.0  # ϖ(s) = exp(2 ln 10 − B_S s)
 
 
+def _theta(logg, teff=5772.0, mh=0.0):
+    """θ draws [..., 3] (Teff, log g, [M/H]) from log g [...]."""
+    logg = np.asarray(logg, np.float32)
+    return np.stack(np.broadcast_arrays(np.float32(teff), logg, np.float32(mh)), -1).astype(np.float32)
+
+
 def _log_f(s, plx, err, m, v):
     """The normalised integrand N(ϖ | ϖ(s), σ²) N(s | m, v), in log (numpy)."""
     p = np.exp(2.0 * np.log(10.0) - B_S * s)
@@ -62,7 +68,7 @@ def test_integral_matches_quad_on_the_grid():
 
 def test_closed_form_against_2d_integration():
     """L_ϖ from the closed-form Gaussian of s equals the double integral over μ and log10 M."""
-    prior = P.MassPrior(m0=0.1, tau=0.3)
+    prior = P.MassPrior(m0=0.1, tau=0.3, table=None)
     for mu_hat, w_sum, logg, plx, err in ((3.0, 400.0, 4.3, 4.0, 0.4), (1.0, 50.0, 2.5, 0.5, 0.3),
                                           (6.0, 100.0, 4.6, -0.2, 0.5)):
         def integrand(log_mass, mu, mu_hat=mu_hat, w_sum=w_sum, logg=logg, plx=plx, err=err):
@@ -73,10 +79,10 @@ def test_closed_form_against_2d_integration():
         sd = w_sum ** -0.5
         ref, _ = integrate.dblquad(integrand, mu_hat - 9 * sd, mu_hat + 9 * sd,
                                    prior.m0 - 9 * prior.tau, prior.m0 + 9 * prior.tau, epsrel=1e-9)
-        got = P.parallax_log_likelihood(np.float32([[mu_hat]]), np.float32([w_sum]), np.float32([[logg]]),
+        got = P.parallax_log_likelihood(np.float32([[mu_hat]]), np.float32([w_sum]), _theta([[logg]]),
                                         np.float32([plx]), np.float32([err]), prior).numpy()[0, 0]
         assert got == pytest.approx(np.log(ref), abs=1e-4)
-        mean, var = P.distance_modulus_moments([[mu_hat]], [w_sum], [[logg]], prior)
+        mean, var = P.distance_modulus_moments([[mu_hat]], [w_sum], [[logg]], [[0.1]], [[0.3]])
         assert mean.numpy()[0, 0] == pytest.approx(mu_hat + 2.5 * 0.1 - 2.5 * (logg - 4.438))
         assert var.numpy()[0, 0] == pytest.approx(1 / w_sum + 6.25 * 0.09)
 
@@ -87,16 +93,26 @@ def test_no_parallax_no_photometry_and_bad_draws():
     w_sum = np.float32([100, 100, 100, 100, 0, 100])
     plx = np.float32([np.nan, 5, 5, np.inf, 5, 5])
     err = np.float32([0.1, np.nan, 0.0, 0.1, 0.1, -1])
-    out = P.parallax_log_likelihood(mu, w_sum, logg, plx, err).numpy()
+    out = P.parallax_log_likelihood(mu, w_sum, _theta(logg), plx, err).numpy()
     assert np.all(out == 0.0)
     mu[0, 1] = np.nan
-    out = P.parallax_log_likelihood(mu[:1], np.float32([100]), logg[:1], np.float32([5]), np.float32([0.1])).numpy()
+    theta = _theta(logg[:1])
+    out = P.parallax_log_likelihood(mu[:1], np.float32([100]), theta, np.float32([5]), np.float32([0.1])).numpy()
     assert np.isfinite(out[0, 0]) and out[0, 0] != 0 and out[0, 1] == -np.inf
-    derived = P.sample_derived(mu[:2], w_sum[:2], logg[:2], np.full((2, 2), 5000, np.float32), np.float32([5, np.nan]),
-                               np.float32([0.1, 0.1]), seed=[1, 2])
+    theta[0, 1, 2] = np.nan  # a draw without [M/H]
+    out = P.parallax_log_likelihood(np.full((1, 2), 3.0, np.float32), np.float32([100]), theta, np.float32([5]),
+                                    np.float32([0.1])).numpy()
+    assert np.isfinite(out[0, 0]) and out[0, 1] == -np.inf
+    theta = _theta(logg[:2], teff=5000.0)
+    theta[0, 0, 2] = np.nan
+    derived = P.sample_derived(mu[:2], w_sum[:2], theta, np.float32([5, np.nan]), np.float32([0.1, 0.1]), seed=[1, 2])
     for values in derived.values():
         values = values.numpy()
-        assert np.isfinite(values[0, 0]) and np.isnan(values[0, 1]) and np.all(np.isnan(values[1]))
+        assert np.all(np.isnan(values[0])) and np.all(np.isnan(values[1]))
+    mu[0, 1] = 3.0
+    derived = P.sample_derived(mu[:1], w_sum[:1], _theta(logg[:1], teff=5000.0), np.float32([5]),
+                               np.float32([0.1]), seed=[1, 2])
+    assert all(np.all(np.isfinite(v.numpy())) for v in derived.values())
 
 
 def test_negative_and_zero_parallaxes_prefer_far():
@@ -128,29 +144,40 @@ def test_gradients_finite_and_match_finite_differences():
     logg = tf.constant([[4.4, 2.0, 0.5]], tf.float32)
     with tf.GradientTape() as tape:
         tape.watch([mu_hat, logg])
-        value = P.parallax_log_likelihood(mu_hat, [100.0], logg, [10.0], [0.1])
+        theta = tf.stack([tf.fill([1, 3], 5000.0), logg, tf.zeros([1, 3])], -1)
+        value = P.parallax_log_likelihood(mu_hat, [100.0], theta, [10.0], [0.1], P.MassPrior(table=None))
     g_mu, g_logg = tape.gradient(value, [mu_hat, logg])
     assert np.all(np.isfinite(g_mu.numpy())) and np.all(np.isfinite(g_logg.numpy()))
     np.testing.assert_allclose(g_logg.numpy(), -2.5 * g_mu.numpy(), rtol=1e-5)
+    # with the isochrone table, in every θ component
+    theta = tf.constant([[[5800.0, 4.4, 0.0], [4700.0, 2.5, -0.5], [4200.0, 4.65, 0.2]]])
+    with tf.GradientTape() as tape:
+        tape.watch([mu_hat, theta])
+        value = P.parallax_log_likelihood(mu_hat, [100.0], theta, [10.0], [0.1])
+    grads = tape.gradient(value, [mu_hat, theta])
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
 
 
 def test_traced_and_saved(tmp_path):
     """All three entry points run inside tf.function and a SavedModel, giving the eager answers."""
     draws, rows = tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.float32)
+    thetas = tf.TensorSpec([None, None, 3], tf.float32)
     module = tf.Module()
     module.loglik = tf.function(lambda *a: P.parallax_log_likelihood(*a),
-                                input_signature=[draws, rows, draws, rows, rows])
-    module.derived = tf.function(lambda *a: P.sample_derived(*a[:6], seed=a[6]),
-                                 input_signature=[draws, rows, draws, draws, rows, rows,
-                                                  tf.TensorSpec([None, 2], tf.int32)])
+                                input_signature=[draws, rows, thetas, rows, rows])
+    module.derived = tf.function(lambda *a: P.sample_derived(*a[:5], seed=a[5]),
+                                 input_signature=[draws, rows, thetas, rows, rows, tf.TensorSpec([None, 2], tf.int32)])
     module.simulate = tf.function(lambda *a: P.simulate_parallax(*a[:3], seed=a[3])._asdict(),
-                                  input_signature=[rows, rows, rows, tf.TensorSpec([2], tf.int32)])
-    args = (np.float32([[2.0, 3.0], [1.0, 1.5]]), np.float32([100, 50]), np.float32([[4.4, 3.0], [2.0, 2.5]]),
-            np.float32([10, np.nan]), np.float32([0.1, 0.1]))
-    derived_args = (*args[:3], np.float32([[5000, 4000], [6000, 7000]]), *args[3:], np.int32([[1, 2], [3, 4]]))
-    sim_args = (np.float32([4.4, 2.0]), np.float32([3.0, 9.0]), np.float32([15.0, 19.0]), np.int32([5, 6]))
+                                  input_signature=[tf.TensorSpec([None, 3], tf.float32), rows, rows,
+                                                   tf.TensorSpec([2], tf.int32)])
+    theta = np.stack([np.float32([[5000, 4000], [6000, 7000]]), np.float32([[4.4, 3.0], [2.0, 2.5]]),
+                      np.float32([[0.0, -0.5], [-1.0, 0.2]])], -1)
+    args = (np.float32([[2.0, 3.0], [1.0, 1.5]]), np.float32([100, 50]), theta, np.float32([10, np.nan]),
+            np.float32([0.1, 0.1]))
+    derived_args = (*args, np.int32([[1, 2], [3, 4]]))
+    sim_args = (_theta([4.4, 2.0], teff=5000.0), np.float32([3.0, 9.0]), np.float32([15.0, 19.0]), np.int32([5, 6]))
     eager = P.parallax_log_likelihood(*args).numpy()
-    eager_derived = P.sample_derived(*derived_args[:6], seed=derived_args[6])
+    eager_derived = P.sample_derived(*derived_args[:5], seed=derived_args[5])
     eager_sim = P.simulate_parallax(*sim_args[:3], seed=sim_args[3])
     tf.saved_model.save(module, str(tmp_path / "m"))
     loaded = tf.saved_model.load(str(tmp_path / "m"))
@@ -175,13 +202,12 @@ def _conditional_cdf(plx, err, m, v):
 def test_sampled_distance_and_mass_follow_the_conditional(plx, err, m, v):
     """s (and log10 M) drawn for one θ repeated n times match the brute-force conditional (KS)."""
     n = 20000
-    prior = P.MassPrior(tau=0.3)
+    prior = P.MassPrior(tau=0.3, table=None)
     w_sum = 1.0 / (v - 6.25 * prior.tau ** 2)  # v_s = 1/W + 6.25 τ²
     logg = 4.0
     mu_hat = m - 2.5 * prior.m0 + 2.5 * (logg - P.LOGG_SUN)
     out = P.sample_derived(np.full((1, n), mu_hat, np.float32), np.float32([w_sum]),
-                           np.full((1, n), logg, np.float32), np.full((1, n), 5772.0, np.float32),
-                           np.float32([plx]), np.float32([err]), prior, seed=[3, 4])
+                           _theta(np.full((1, n), logg)), np.float32([plx]), np.float32([err]), prior, seed=[3, 4])
     s = 5 * np.log10(out["distance"].numpy()[0].astype(float) / 10)
     grid, cdf = _conditional_cdf(plx, err, m, v)
     assert stats.kstest(s, lambda x: np.interp(x, grid, cdf)).pvalue > 1e-3
@@ -201,8 +227,8 @@ def test_sampled_distance_and_mass_follow_the_conditional(plx, err, m, v):
 
 def test_per_star_seeds():
     b, n = 3, 50
-    args = (np.full((b, n), 3.0, np.float32), np.float32([100] * b), np.full((b, n), 4.4, np.float32),
-            np.full((b, n), 5000.0, np.float32), np.float32([10, 2, 0.5]), np.float32([0.1, 0.5, 0.5]))
+    args = (np.full((b, n), 3.0, np.float32), np.float32([100] * b), _theta(np.full((b, n), 4.4), teff=5000.0),
+            np.float32([10, 2, 0.5]), np.float32([0.1, 0.5, 0.5]))
     seeds = np.array([[1, 2], [3, 4], [5, 6]], np.int32)
     full = P.sample_derived(*args, seed=seeds)["distance"].numpy()
     alone = P.sample_derived(*(a[1:2] for a in args), seed=seeds[1:2])["distance"].numpy()
@@ -217,8 +243,8 @@ def test_simulated_parallaxes():
     rng = np.random.default_rng(0)
     logg = rng.uniform(0.5, 5, n).astype(np.float32)
     mu = rng.uniform(0, 15, n).astype(np.float32)
-    prior = P.MassPrior(m0=0.1, tau=0.3)
-    sim = P.simulate_parallax(logg, mu, np.full(n, 14.0, np.float32), [5, 6], prior, frac_err=0.01)
+    prior = P.MassPrior(m0=0.1, tau=0.3, table=None)
+    sim = P.simulate_parallax(_theta(logg), mu, np.full(n, 14.0, np.float32), [5, 6], prior, frac_err=0.01)
     log_mass = np.log10(sim.mass.numpy())
     assert abs(log_mass.mean() - 0.1) < 0.01 and abs(log_mass.std() - 0.3) < 0.01
     np.testing.assert_allclose(np.log10(sim.radius.numpy()), 0.5 * (log_mass - (logg - 4.438)), atol=1e-5)
@@ -228,7 +254,7 @@ def test_simulated_parallaxes():
     np.testing.assert_allclose(sim.plx_err.numpy(), 0.01 * true, rtol=1e-5)
     pull = (sim.plx.numpy() - true) / sim.plx_err.numpy()
     assert abs(pull.mean()) < 0.03 and abs(pull.std() - 1) < 0.03
-    gaia = P.simulate_parallax(logg[:3], mu[:3], np.float32([12, 20, np.nan]), [5, 6])
+    gaia = P.simulate_parallax(_theta(logg[:3]), mu[:3], np.float32([12, 20, np.nan]), [5, 6])
     assert gaia.plx_err.numpy()[:2] == pytest.approx([0.025, 0.5], rel=1e-5) and np.isnan(gaia.plx.numpy()[2])
 
 
@@ -264,7 +290,8 @@ def test_parallax_separates_dwarfs_from_giants(sim):
         terms = log_likelihood_theta(sim, thetas[None], inputs, default_sys_floor(), return_terms=True)
         w_sum = tf.reduce_sum(terms.weight, -1)
         photometric = terms.log_lik.numpy()[0]
-        combined = photometric + P.parallax_log_likelihood(terms.mu, w_sum, grid[None], [10.0], [0.1]).numpy()[0]
+        combined = photometric + P.parallax_log_likelihood(terms.mu, w_sum, thetas[None], [10.0], [0.1],
+                                                           P.MassPrior(table=None)).numpy()[0]
         ok, far = np.isfinite(photometric), np.abs(grid - logg) > 1
         assert abs(grid[np.argmax(np.where(ok, combined, -np.inf))] - logg) <= 0.2
         drop_combined = combined[ok].max() - combined[ok & far].max()
@@ -273,7 +300,38 @@ def test_parallax_separates_dwarfs_from_giants(sim):
         assert teff > 6000 or drop_photometric < 1  # G and K dwarfs: colours alone hardly tell
         at_truth = log_likelihood_theta(sim, np.tile(theta, (1, 4000, 1)), inputs, default_sys_floor(),
                                         return_terms=True)
-        derived = P.sample_derived(at_truth.mu, tf.reduce_sum(at_truth.weight, -1),
-                                   np.full((1, 4000), logg, np.float32), np.full((1, 4000), teff, np.float32),
-                                   [10.0], [0.1], seed=[0, 1])
+        derived = P.sample_derived(at_truth.mu, tf.reduce_sum(at_truth.weight, -1), np.tile(theta, (1, 4000, 1)),
+                                   [10.0], [0.1], P.MassPrior(table=None), seed=[0, 1])
         assert np.median(derived["radius"].numpy()) == pytest.approx(radius, rel=0.1)
+
+
+def test_isochrone_mass_prior_pins_log_g(sim):
+    """With the isochrone mass table, a 1 % parallax and Gaia + 2MASS + WISE pin log g (other θ at the
+    truth, the mass at the table's) to 0.04 dex for dwarfs and 0.15 for a clump giant, against
+    0.28–0.35 with the flat N(0, 0.4²) mass prior."""
+    from irisml_tf.data.testsets import BAND_SETS
+    from irisml_tf.inference.likelihood import default_sys_floor, log_likelihood_theta
+
+    bands = [sim.bands.index(b) for b in BAND_SETS["gaia_2mass_wise"]]
+    errors = np.float32([0.003, 0.005, 0.005, 0.025, 0.025, 0.025, 0.03, 0.03])
+    grid = np.arange(0.5, 5.5, 0.01).astype(np.float32)
+    for teff, logg, max_sd in ((5772.0, 4.44, 0.06), (4500.0, 4.6, 0.06), (6500.0, 4.25, 0.06), (4800.0, 2.5, 0.2)):
+        theta = np.float32([teff, logg, 0.0, 0.2, 3.1])
+        mass = 10 ** P.MassPrior().moments(theta[None, None, :3])[0].numpy()[0, 0]
+        mu = 5.0 - 2.5 * np.log10(mass / 10 ** (logg - P.LOGG_SUN))  # 100 pc
+        inputs = {"band_index": np.int32([bands]), "mag_err": errors[None],
+                  "mag": (sim(theta[None])[0].numpy()[0, bands] + mu)[None].astype(np.float32)}
+        thetas = np.tile(theta, (len(grid), 1))
+        thetas[:, 1] = grid
+        terms = log_likelihood_theta(sim, thetas[None], inputs, default_sys_floor(), return_terms=True)
+        sd = {}
+        for prior in (P.MassPrior(), P.MassPrior(table=None)):
+            log_p = terms.log_lik.numpy()[0] + P.parallax_log_likelihood(
+                terms.mu, tf.reduce_sum(terms.weight, -1), thetas[None], [10.0], [0.1], prior).numpy()[0]
+            p = np.where(np.isfinite(log_p), np.exp(log_p - np.nanmax(np.where(np.isfinite(log_p), log_p, np.nan))), 0)
+            p /= p.sum()
+            mean = np.sum(p * grid)
+            sd[prior.table] = np.sqrt(np.sum(p * (grid - mean) ** 2))
+            if prior.table:
+                assert abs(mean - logg) < 0.5 * max_sd
+        assert sd["parsec"] < max_sd and sd[None] > 0.25, sd

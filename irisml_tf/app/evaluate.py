@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -551,11 +551,9 @@ def evaluate(model_dir: str | Path | None, out_dir: str | Path, options: Evaluat
     result = _header(model, options)
     plx = None
     if options.parallax is not None:
-        from irisml_tf.physics.parallax import MassPrior
-
         plx = simulate_test_parallaxes(sim, theta, first["mu"], options.parallax, options.seed,
-                                       MassPrior(**model.meta.mass_prior))
-        result["test_set"]["parallax"] = {"error": options.parallax, "mass_prior": dict(model.meta.mass_prior),
+                                       model.meta.mass_model)
+        result["test_set"]["parallax"] = {"error": options.parallax, "mass_prior": asdict(model.meta.mass_model),
                                           "zero_point": 0.0}
     figs = _evaluate_sets(model, theta, xs, options, out_dir, result, plx)
     corner_n = min(int(options.corner_samples), model.meta.max_samples)

@@ -224,7 +224,7 @@ def _setup(model, options: MCMCOptions) -> _Setup:
         sim = Simulator()
         obs, prior, mass_prior = ObservationConfig.from_dict(), Prior(grid=sim.grid), MassPrior()
     else:
-        (sim, prior), obs, mass_prior = model.physics(), model.observation, MassPrior(**model.meta.mass_prior)
+        (sim, prior), obs, mass_prior = model.physics(), model.observation, model.meta.mass_model
     user = load_user_prior(options.prior, prior.config, prior.lower, prior.upper)
     log_post = LogPosterior(sim, prior, obs.sys_floor, prior_params=user.params, mass_prior=mass_prior)
     if model is None:

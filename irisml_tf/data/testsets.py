@@ -118,7 +118,7 @@ def simulate_test_parallaxes(sim, theta: np.ndarray, mu: np.ndarray, error, seed
     mags, valid = sim(tf.constant(theta))
     g = sim.bands.index("Gaia_G")
     g_mag = np.where(valid.numpy()[:, g], mags.numpy()[:, g], np.nan) + np.asarray(mu, np.float32)
-    sp = simulate_parallax(theta[:, 1], np.asarray(mu, np.float32), g_mag, tf.constant([int(seed), PARALLAX_KEY]),
+    sp = simulate_parallax(theta, np.asarray(mu, np.float32), g_mag, tf.constant([int(seed), PARALLAX_KEY]),
                            mass_prior or MassPrior(), frac_err=None if error == "gaia" else error)
     out = {"parallax": np.asarray(sp.plx, np.float32), "parallax_error": np.asarray(sp.plx_err, np.float32),
            **{k: np.asarray(getattr(sp, k), np.float32) for k in ("distance", "radius", "mass")}}

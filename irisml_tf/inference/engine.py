@@ -130,7 +130,7 @@ def derived_posteriors(simulator, draws, inputs: Mapping, plx, plx_err, sys_floo
 def _derived(terms, draws, conditions, mass_prior, seeds) -> dict:
     """Distance, radius, mass and luminosity: one (s, M) per returned draw, then their median and
     16/84 % quantiles per star [B, 4] (NaN without a parallax, ``conditions["plx"]`` NaN)."""
-    derived = sample_derived(terms.mu, tf.reduce_sum(terms.weight, -1), draws[..., 1], draws[..., 0],
+    derived = sample_derived(terms.mu, tf.reduce_sum(terms.weight, -1), draws,
                              conditions["plx"], conditions["plx_err"], mass_prior, seeds)
     values = tf.stack([derived[k] for k in DERIVED_NAMES], -1)  # [B, N, 4]
     ok = tf.reduce_all(tf.math.is_finite(values), -1)

@@ -35,7 +35,7 @@ def log_likelihood_with_parallax(simulator, theta, c: Mapping, sys_floor, mass_p
     graph 7x slower for the C++ loader to optimise (saved_model_cli: 245 s against 36 s)."""
     terms = log_likelihood_theta(simulator, theta, c, sys_floor, return_terms=True)
     rows = tf.where(usable_parallax(c["plx"], c["plx_err"]))[:, 0]
-    args = (terms.mu, tf.reduce_sum(terms.weight, -1), theta[..., 1], c["plx"], c["plx_err"])
+    args = (terms.mu, tf.reduce_sum(terms.weight, -1), theta, c["plx"], c["plx_err"])
     log_plx = parallax_log_likelihood(*(tf.gather(a, rows) for a in args), mass_prior or MassPrior())
     return terms.log_lik + tf.scatter_nd(rows[:, None], log_plx, tf.shape(terms.log_lik, out_type=tf.int64))
 

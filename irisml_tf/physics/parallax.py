@@ -10,11 +10,13 @@ gives log10 R = ½ (log10 M − (log g − log g☉)). Hence
 The parallax is measured in its own space, never through 1/ϖ, so negative and low-S/N parallaxes
 are used honestly (Bailer-Jones 2015, PASP 127, 994):  p(ϖ_obs | s) = N(ϖ_obs | ϖ(s), σ_ϖ²).
 
-**Mass prior** (:class:`MassPrior`): log10 M ~ N(m0, τ²), independent of θ. The photometric
-likelihood (:mod:`irisml_tf.inference.likelihood`) is, as a function of μ, ∝ N(μ | μ̂, 1/W) with
-W = Σ_k 1/σ_k², under a flat prior on μ. So for each θ, s is Gaussian in closed form:
+**Mass prior** (:class:`MassPrior`): log10 M | θ ~ N(m(θ), τ(θ)²), by default the PARSEC
+isochrones' mass at θ's (Teff, log g, [M/H]) (:mod:`.mass_table`), else one N(m0, τ²) for all θ.
+The photometric likelihood (:mod:`irisml_tf.inference.likelihood`) is, as a function of μ,
+∝ N(μ | μ̂, 1/W) with W = Σ_k 1/σ_k², under a flat prior on μ. So for each θ, s is Gaussian in
+closed form:
 
-    s | θ ~ N(m_s, v_s),  m_s = μ̂ + 2.5 m0 − 2.5 (log g − log g☉),  v_s = 1/W + 6.25 τ²,
+    s | θ ~ N(m_s, v_s),  m_s = μ̂ + 2.5 m(θ) − 2.5 (log g − log g☉),  v_s = 1/W + 6.25 τ(θ)²,
 
 and the parallax factor of the likelihood is the 1-D integral
 
@@ -91,28 +93,42 @@ _SAMPLE_CELLS = 256  # inverse-CDF cells per half envelope when sampling s
 
 @dataclass(frozen=True)
 class MassPrior:
-    """log10(M / M☉) ~ N(m0, tau²), the same for every θ.
+    """log10(M / M☉) | θ ~ N(m(θ), τ(θ)²): the isochrones' mass at θ's (Teff, log g, [M/H])
+    (``table="parsec"``, :mod:`.mass_table`), or the same N(m0, tau²) for every θ (``table=None``).
 
-    Default: m0 = 0 (1 M☉), tau = 0.4 dex. ±1σ spans 0.4–2.5 M☉ (mid-M/K dwarfs to A stars, and
-    most red giants and clump stars, 0.8–2.5 M☉); ±2.5σ spans 0.1–10 M☉, from the grid's coolest
-    dwarfs (2800 K) to its B stars (16000 K, 4–6 M☉) and bright giants. The prior does not look
-    at log g or Teff, so it favours neither dwarfs nor giants: at a given parallax, log g follows
-    from the radius the parallax implies, with the spread τ in log M becoming a spread τ in log g.
-    It is a weakly informative log-normal approximation to the present-day masses of a
-    magnitude-limited field sample (median ≈ 1 M☉; a volume-limited IMF such as Chabrier 2003,
-    PASP 115, 763, log-normal with σ ≈ 0.55–0.69 dex, peaks lower, at 0.1–0.25 M☉). Stars far from
-    m0 (late M dwarfs, massive stars) get their log g pulled towards m0 by up to τ²/(τ² + σ²) of
-    the offset, σ the photometric log g constraint: narrow the prior for such samples.
+    With the table, (m0, tau) is where no model star lies near θ (the table blends into it there).
+    m0 = 0 (1 M☉), tau = 0.4 dex: ±1σ spans 0.4–2.5 M☉ (mid-M/K dwarfs to A stars, and most red
+    giants and clump stars), ±2.5σ 0.1–10 M☉, from the grid's coolest dwarfs to its B stars. On its
+    own (``table=None``) it does not look at log g or Teff, so it favours neither dwarfs nor giants,
+    but then a parallax pins log g only to ~τ: the spread τ in log M becomes a spread τ in log g
+    (0.34 dex RMSE measured on Gaia+2MASS+WISE stars with 10 % parallaxes). The table keeps the
+    fairness — it gives each (Teff, log g) the mass stellar evolution gives a star there, dwarf or
+    giant — and narrows the spread to 0.04 dex on the main sequence, 0.12–0.15 on the giant branch.
     """
 
     m0: float = 0.0
     tau: float = 0.4
+    table: str | None = "parsec"
 
     def __post_init__(self):
         if not np.isfinite(self.m0) or not -2.0 <= self.m0 <= 2.0:
             raise ValueError(f"`m0` = {self.m0} must be log10(M / M☉), within [-2, 2]")
         if not np.isfinite(self.tau) or not 0.0 < self.tau <= 2.0:
             raise ValueError(f"`tau` = {self.tau} dex must be in (0, 2]")
+        if self.table not in (None, "parsec"):
+            raise ValueError(f"`table` = {self.table!r} must be 'parsec' (isochrone masses) or None")
+
+    def moments(self, theta):
+        """(mean, std) of log10 M, float64 [B, N], at θ draws [B, N, ≥ 3] (Teff, log g, [M/H], …)."""
+        import tensorflow as tf
+
+        theta = tf.cast(theta, tf.float64)
+        if self.table is None:
+            shape = tf.shape(theta)[:-1]
+            return tf.fill(shape, tf.constant(self.m0, tf.float64)), tf.fill(shape, tf.constant(self.tau, tf.float64))
+        from .mass_table import mass_moments
+
+        return mass_moments(theta[..., 0], theta[..., 1], theta[..., 2], self.m0, self.tau)
 
 
 class SimulatedParallax(NamedTuple):
@@ -149,18 +165,18 @@ def _half_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- the closed-form Gaussian of s given θ ----------------------------------------------------------
-def distance_modulus_moments(mu_hat, w_sum, logg, mass_prior: MassPrior = MassPrior()):
-    """(m_s, v_s) [B, N] float64: s | θ ~ N(m_s, v_s) with μ ~ N(μ̂, 1/W) and the mass prior.
+def distance_modulus_moments(mu_hat, w_sum, logg, mass_mean, mass_std):
+    """(m_s, v_s) [B, N] float64: s | θ ~ N(m_s, v_s) with μ ~ N(μ̂, 1/W) and log10 M ~ N(mass_mean,
+    mass_std²) (:meth:`MassPrior.moments` at θ).
 
-    mu_hat, logg: [B, N]; w_sum: [B] (Σ 1/σ_k², > 0; rows with 0 give v_s = inf).
+    mu_hat, logg, mass_mean, mass_std: [B, N]; w_sum: [B] (Σ 1/σ_k², > 0; rows with 0 give v_s = inf).
     """
     import tensorflow as tf
 
-    mu_hat, logg = (tf.cast(x, tf.float64) for x in (mu_hat, logg))
+    mu_hat, logg, mass_mean, mass_std = (tf.cast(x, tf.float64) for x in (mu_hat, logg, mass_mean, mass_std))
     w_sum = tf.cast(w_sum, tf.float64)[:, None]
-    mean = mu_hat + 2.5 * mass_prior.m0 - 2.5 * (logg - LOGG_SUN)
-    var = 1.0 / w_sum + 6.25 * mass_prior.tau ** 2
-    return mean, tf.broadcast_to(var, tf.shape(mean))
+    mean = mu_hat + 2.5 * mass_mean - 2.5 * (logg - LOGG_SUN)
+    return mean, 1.0 / w_sum + 6.25 * mass_std ** 2
 
 
 # -- the 1-D integral -------------------------------------------------------------------------------
@@ -335,36 +351,44 @@ def luminosity(radius, teff):
     return radius ** 2 * (teff / TEFF_SUN) ** 4
 
 
-def _usable(mu_hat, w_sum, logg, plx, plx_err):
-    """(row has a usable parallax [B, 1], draw has finite μ̂ and log g [B, N], cleaned arguments)."""
+def _usable(mu_hat, w_sum, theta, plx, plx_err):
+    """(row has a usable parallax [B, 1], draw has finite μ̂, Teff, log g and [M/H] [B, N], cleaned
+    arguments: μ̂ [B, N], W [B], θ [B, N, 3], ϖ, σ_ϖ [B])."""
     import tensorflow as tf
 
     plx, plx_err, w_sum = (tf.cast(x, tf.float32)[:, None] for x in (plx, plx_err, w_sum))
     row = usable_parallax(plx, plx_err) & (w_sum > 0.0)
     row &= tf.math.is_finite(w_sum)
-    mu_hat, logg = tf.cast(mu_hat, tf.float32), tf.cast(logg, tf.float32)
-    draw = tf.math.is_finite(mu_hat) & tf.math.is_finite(logg)
-    clean = (tf.where(draw, mu_hat, 0.0), tf.where(row, w_sum, 1.0)[:, 0], tf.where(draw, logg, LOGG_SUN),
+    mu_hat, theta = tf.cast(mu_hat, tf.float32), tf.cast(theta, tf.float32)[..., :3]
+    draw = tf.math.is_finite(mu_hat) & tf.reduce_all(tf.math.is_finite(theta), -1)
+    clean = (tf.where(draw, mu_hat, 0.0), tf.where(row, w_sum, 1.0)[:, 0],
+             tf.where(draw[..., None], theta, tf.constant([TEFF_SUN, LOGG_SUN, 0.0])),
              tf.where(row, plx, 0.0)[:, 0], tf.where(row, plx_err, 1.0)[:, 0])
     return row, draw, clean
 
 
-def parallax_log_likelihood(mu_hat, w_sum, logg, plx, plx_err, mass_prior: MassPrior = MassPrior()):
+def _s_moments(mu_hat, w_sum, theta, mass_prior: MassPrior):
+    """(m_s, v_s, mass mean, mass std) [B, N] float64 at cleaned θ draws [B, N, 3]."""
+    mass_mean, mass_std = mass_prior.moments(theta)
+    return (*distance_modulus_moments(mu_hat, w_sum, theta[..., 1], mass_mean, mass_std), mass_mean, mass_std)
+
+
+def parallax_log_likelihood(mu_hat, w_sum, theta, plx, plx_err, mass_prior: MassPrior = MassPrior()):
     """log L_ϖ(θ) [B, N] float32, to be added to the photometric log p(x | θ).
 
     Args:
-      mu_hat: μ̂ [B, N] (``LikelihoodTerms.mu``); logg: log g of the draws [B, N].
+      mu_hat: μ̂ [B, N] (``LikelihoodTerms.mu``); theta: the draws [B, N, ≥ 3] (Teff, log g, [M/H], …).
       w_sum: W = Σ_k 1/σ_k² [B] (``tf.reduce_sum(LikelihoodTerms.weight, -1)``).
       plx, plx_err: zero-point-corrected parallax and its 1σ [B], mas; NaN = no parallax.
       mass_prior: :class:`MassPrior`.
 
     Returns 0 where the row has no usable parallax (NaN/inf, σ ≤ 0) or no photometry (W = 0);
-    −inf for draws whose μ̂ or log g is not finite. Differentiable in mu_hat and logg.
+    −inf for draws whose μ̂, Teff, log g or [M/H] is not finite. Differentiable in mu_hat and θ.
     """
     import tensorflow as tf
 
-    row, draw, (mu_hat, w_sum, logg, plx, plx_err) = _usable(mu_hat, w_sum, logg, plx, plx_err)
-    mean, var = distance_modulus_moments(mu_hat, w_sum, logg, mass_prior)
+    row, draw, (mu_hat, w_sum, theta, plx, plx_err) = _usable(mu_hat, w_sum, theta, plx, plx_err)
+    mean, var, _, _ = _s_moments(mu_hat, w_sum, theta, mass_prior)
     log_l = tf.cast(log_parallax_integral(plx, plx_err, mean, var), tf.float32)
     return tf.where(row, tf.where(draw, log_l, -np.inf), 0.0)
 
@@ -427,37 +451,37 @@ def _sample_s(plx, err, mean, var, u_piece, u_cell):
     return centre + signed * tf.math.ndtri(0.5 + 0.5 * prob)
 
 
-def sample_derived(mu_hat, w_sum, logg, teff, plx, plx_err, mass_prior: MassPrior = MassPrior(), seed=(0, 0)):
+def sample_derived(mu_hat, w_sum, theta, plx, plx_err, mass_prior: MassPrior = MassPrior(), seed=(0, 0)):
     """One draw of (s, log10 M) per θ draw from p(s, M | θ, x, ϖ), turned into physical quantities.
 
     s | θ, ϖ: from the 1-D integrand of :func:`log_parallax_integral` (quadrature weights pick a
     piece, an inverse CDF on 256 cells draws inside it); log10 M | s, θ: Gaussian in closed form,
-    from the joint Gaussian of (μ, log10 M) given θ:
-    mean m0 + 2.5 τ² (s − m_s) / v_s, variance τ² (1/W) / v_s.
+    from the joint Gaussian of (μ, log10 M) given θ, with the mass prior N(m, τ²) at θ:
+    mean m + 2.5 τ² (s − m_s) / v_s, variance τ² (1/W) / v_s.
 
-    Args: as :func:`parallax_log_likelihood`, plus teff [B, N] (K) and ``seed``: stateless int32 [2]
-    for the batch, or [B, 2] (a star's draws then depend on its own seed only).
+    Args: as :func:`parallax_log_likelihood`, plus ``seed``: stateless int32 [2] for the batch, or
+    [B, 2] (a star's draws then depend on its own seed only).
 
     Returns dict of float32 [B, N]: ``distance`` (pc), ``radius`` (R☉), ``mass`` (M☉) and
     ``luminosity`` (L☉, R² (Teff / 5772 K)⁴); NaN where the row has no usable parallax or no
-    photometry, or the draw's μ̂, log g or Teff is not finite.
+    photometry, or the draw's μ̂, Teff, log g or [M/H] is not finite.
     """
     import tensorflow as tf
 
-    row, draw, (mu_hat, w_sum, logg, plx, plx_err) = _usable(mu_hat, w_sum, logg, plx, plx_err)
-    mean, var = distance_modulus_moments(mu_hat, w_sum, logg, mass_prior)
+    row, draw, (mu_hat, w_sum, theta, plx, plx_err) = _usable(mu_hat, w_sum, theta, plx, plx_err)
+    mean, var, mass_mean, mass_std = _s_moments(mu_hat, w_sum, theta, mass_prior)
     u = _uniforms(seed, tf.shape(mean), 3)
     plx, plx_err = (tf.broadcast_to(_per_draw(x), tf.shape(mean)) for x in (plx, plx_err))
     s = _sample_s(plx, plx_err, mean, var, u[..., 0], u[..., 1])
-    tau2 = mass_prior.tau ** 2
-    log_mass = (mass_prior.m0 + 2.5 * tau2 * (s - mean) / var
+    tau2 = mass_std ** 2
+    log_mass = (mass_mean + 2.5 * tau2 * (s - mean) / var
                 + tf.sqrt(tau2 * (var - 6.25 * tau2) / var) * tf.math.ndtri(u[..., 2]))
-    log_radius = 0.5 * (log_mass - (tf.cast(logg, tf.float64) - LOGG_SUN))
-    teff = tf.cast(teff, tf.float64)
+    theta = tf.cast(theta, tf.float64)
+    log_radius = 0.5 * (log_mass - (theta[..., 1] - LOGG_SUN))
     out = {"distance": _exp10(s / 5.0 + 1.0), "radius": _exp10(log_radius),
            "mass": _exp10(log_mass),
-           "luminosity": luminosity(_exp10(log_radius), teff)}
-    keep = row & draw & tf.math.is_finite(teff)
+           "luminosity": luminosity(_exp10(log_radius), theta[..., 0])}
+    keep = row & draw
     return {k: tf.where(keep, tf.cast(v, tf.float32), np.nan) for k, v in out.items()}
 
 
@@ -478,21 +502,24 @@ def gaia_parallax_error(g_mag):
     return tf.cast(_exp10(out), tf.float32)
 
 
-def simulate_parallax(logg, mu, g_mag, seed, mass_prior: MassPrior = MassPrior(), frac_err=None) -> SimulatedParallax:
+def simulate_parallax(theta, mu, g_mag, seed, mass_prior: MassPrior = MassPrior(), frac_err=None) -> SimulatedParallax:
     """Parallaxes for simulated stars (tests, ``evaluate``), all float32 [n].
 
-    log10 M ~ the mass prior; log10 R = ½ (log10 M − (log g − log g☉)); s = μ + 5 log10 R, with μ the
-    star's magnitude offset (apparent = model magnitudes + μ, :mod:`irisml_tf.data.observation`);
-    d = 10^(s/5 + 1) pc; ϖ_true = 1000 / d mas; σ_ϖ = ``frac_err`` × ϖ_true if given, else
-    :func:`gaia_parallax_error` at ``g_mag`` (the star's apparent Gaia G; NaN gives no parallax);
-    ϖ = ϖ_true + N(0, σ_ϖ²) (zero-point corrected: no offset added). ``seed``: int32 [2] or [n, 2].
+    log10 M ~ the mass prior at θ [n, ≥ 3] (Teff, log g, [M/H], …); log10 R = ½ (log10 M − (log g −
+    log g☉)); s = μ + 5 log10 R, with μ the star's magnitude offset (apparent = model magnitudes + μ,
+    :mod:`irisml_tf.data.observation`); d = 10^(s/5 + 1) pc; ϖ_true = 1000 / d mas; σ_ϖ = ``frac_err``
+    × ϖ_true if given, else :func:`gaia_parallax_error` at ``g_mag`` (the star's apparent Gaia G; NaN
+    gives no parallax); ϖ = ϖ_true + N(0, σ_ϖ²) (zero-point corrected: no offset added). ``seed``:
+    int32 [2] or [n, 2].
     """
     import tensorflow as tf
 
-    logg, mu = tf.cast(logg, tf.float64), tf.cast(mu, tf.float64)
+    theta, mu = tf.cast(theta, tf.float64), tf.cast(mu, tf.float64)
+    logg = theta[:, 1]
     u = _uniforms(seed, tf.stack([tf.shape(logg)[0], 1]), 2)[:, 0, :]
     z = tf.math.ndtri(u)
-    log_mass = mass_prior.m0 + mass_prior.tau * z[:, 0]
+    mass_mean, mass_std = mass_prior.moments(theta[:, None, :3])
+    log_mass = mass_mean[:, 0] + mass_std[:, 0] * z[:, 0]
     log_radius = 0.5 * (log_mass - (logg - LOGG_SUN))
     distance = _exp10((mu + 5.0 * log_radius) / 5.0 + 1.0)
     true_plx = 1000.0 / distance
