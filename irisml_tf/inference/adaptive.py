@@ -60,8 +60,11 @@ Per-row independence: every random number of row b comes from ``seeds[b]`` (fold
 round and the purpose), and every step (locate, EM, stopping) is per row, so a row's result
 does not depend on which other rows share its batch: seed rows from a stable key
 (:func:`star_seeds` with e.g. ``source_id``) and a catalogue gives the same answer however it is
-chunked. (Bit for bit this holds for the sampler's own ops; a callable such as a neural flow
-may round differently at another batch size.)
+chunked — up to float round-off: vectorised kernels (the flow, the simulator, batched linear
+algebra) may round differently at another batch size or position (1 ulp), and the rounds can
+amplify that into other draws of the same posterior (top-k selections, the mode search's
+finite-difference Hessian, a round more or less). Measured on the demo catalogue with chunks of 40
+vs 7 rows: 17 of 40 rows bit-identical, the others' medians within 0.18 σ (median 0.001 σ).
 
 All TensorFlow ops: rounds are a ``tf.while_loop`` over the still-active rows (gathered, so that
 finished rows cost nothing), with per-row storage of the draw slots; B is dynamic, the options
