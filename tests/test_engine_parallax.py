@@ -61,13 +61,9 @@ def test_a_one_percent_parallax_separates_dwarfs_from_giants(shipped):
 
 
 def test_a_star_without_parallax_keeps_its_colour_posterior(shipped):
-    """Rows without a parallax in a batch with one: the same posterior as in a batch without any.
-
-    The same up to Monte-Carlo error, not bit for bit: the row with the parallax takes another
-    number of rounds, so the later rounds see another set of active rows, vectorised kernels round
-    differently at another batch size (1 ulp) and the adaptive rounds can amplify that into other,
-    equally valid, draws (measured: 15 K in Teff, 0.05 dex in log g at ESS 100, ~0.2 σ). A leak of
-    row 0's parallax into another row would move that row's log g by several σ."""
+    """Rows without a parallax in a batch with one: the same posterior, bit for bit, as in a batch
+    without any (row 0 takes another number of rounds, so the others share their later rounds with
+    another set of rows)."""
     from irisml_tf.inference.engine import run_engine
     from irisml_tf.rowseed import call_seeds
 
@@ -79,7 +75,7 @@ def test_a_star_without_parallax_keeps_its_colour_posterior(shipped):
     plx = np.array([10.0, np.nan, np.nan, np.nan], np.float32)
     mixed = run_engine(posterior, sim, prior, x, seeds, model.observation.sys_floor, plx=plx,
                        plx_err=np.full(4, 0.1, np.float32), **kw)
-    shift = np.abs(mixed["median"].numpy() - plain["median"].numpy()) / plain["std"].numpy()
-    assert np.all(shift[1:] < 0.4), shift
+    for name in ("median", "p16", "p84", "ess", "samples"):
+        np.testing.assert_array_equal(mixed[name].numpy()[1:], plain[name].numpy()[1:], err_msg=name)
     assert np.all(np.isnan(mixed["derived_median"].numpy()[1:]))
     assert mixed["std"].numpy()[0, 1] < 0.6 * plain["std"].numpy()[0, 1]  # row 0's log g: the parallax

@@ -253,7 +253,7 @@ def _cli(args):
 @pytest.fixture(scope="module")
 def evaluated(tiny_export, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    args = ["--model", str(tiny_export), "--n", "24", "--samples", "64", "--batch-size", "32",
+    args = ["--model", str(tiny_export), "--n", "16", "--samples", "64", "--batch-size", "16",
             "--mcmc-steps", "40", "--corner-samples", "256", "--quiet", "--seed", "3", "--band-set", "all"]
     first = _cli([*args, "--band-set", "gaia_2mass_wise", "--parallax", "0.1", "--out", str(out / "a")])
     second = _cli([*args, "--out", str(out / "b"), "--no-plots"])  # the same seed, one set of the first
@@ -264,14 +264,14 @@ def test_evaluate_cli_writes_metrics_and_figures(evaluated):
     out, first, _ = evaluated
     assert first.exit_code == 0, first.output
     assert "teff RMSE / teff" in first.output and "stars at target ESS" in first.output
-    assert "n too small" in first.output  # 24 stars cannot decide most targets
+    assert "n too small" in first.output  # 16 stars cannot decide most targets
     sets = ["all", "gaia_2mass_wise", "all+plx", "gaia_2mass_wise+plx"]
     for name in ("metrics.json", "calibration.png", "is_diagnostics.png", "corner_star0.png",
                  *(f"{k}_{s}.{e}" for s in sets
                    for k, e in (("pred_vs_true", "png"), ("sbc", "png"), ("stars", "parquet")))):
         assert (out / "a" / name).stat().st_size > 0, name
     m = json.loads((out / "a" / "metrics.json").read_text())
-    assert m["seed"] == 3 and m["n"] == 24 and len(m["levels"]) == 99
+    assert m["seed"] == 3 and m["n"] == 16 and len(m["levels"]) == 99
     assert list(m["sets"]) == sets
     for s in m["sets"].values():
         for stage in ("before", "after"):
@@ -313,7 +313,7 @@ def test_evaluate_with_parallaxes_reports_derived_quantities(evaluated):
     assert 7 < plx["parallax"]["snr"]["p50"] < 13  # S/N 10 in truth, noisy measurements
     for name in ("distance", "radius", "mass", "luminosity"):
         d = plx["parallax"]["derived"][name]
-        assert d["n"] == 24 and 0 <= d["coverage_68"] <= 1 and d["median_abs_rel_err"] >= 0
+        assert d["n"] == 16 and 0 <= d["coverage_68"] <= 1 and d["median_abs_rel_err"] >= 0
         assert f"coverage68_{name}" in plx["targets"] and f"coverage68_{name}" not in m["sets"]["all"]["targets"]
     assert plx["targets"]["plx_rmse_logg"]["value"] == plx["after"]["point"]["logg"]["rmse"]
     assert "logg RMSE with plx" in first.output

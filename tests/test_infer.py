@@ -96,6 +96,13 @@ def test_seed(tiny_model, stars, reference, tmp_path):
     assert not np.allclose(a["teff_mean"], b["teff_mean"])
 
 
+def test_a_row_does_not_depend_on_its_chunk(tiny_model, stars, reference, tmp_path):
+    # chunks of 7 + 5 rows instead of 5 + 5 + 2: every row's numbers the same, bit for bit
+    write_table(stars, tmp_path / "in.parquet")
+    infer_catalog(tiny_model, tmp_path / "in.parquet", tmp_path / "out.parquet", **dict(OPTS, chunk_size=7))
+    pd.testing.assert_frame_equal(_results(tmp_path / "out.parquet"), reference[1][output_columns()])
+
+
 def test_resume_equals_uninterrupted(tiny_model, stars, reference, tmp_path):
     write_table(stars, tmp_path / "in.csv")
     out, parts = tmp_path / "out.parquet", tmp_path / "out.parquet.parts"

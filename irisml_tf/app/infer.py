@@ -384,8 +384,9 @@ class ChunkInference:
         rows = np.flatnonzero(~prep.skip)
         for start in range(0, len(rows), self.batch):
             idx = rows[start:start + self.batch]
-            k = max(int(prep.n_bands[idx].max()), 1)  # rows are left-packed: trim the pads
-            o = self.model.run(prep.band_index[idx, :k], prep.mag[idx, :k], prep.mag_err[idx, :k], n,
+            # every band slot of the file, not trimmed to this batch's widest row: the sums over
+            # bands must not change length with the batch (a row's numbers would round differently)
+            o = self.model.run(prep.band_index[idx], prep.mag[idx], prep.mag_err[idx], n,
                                seed=seeds[idx], target_ess=self.target_ess, max_draws=self.max_draws,
                                prior_params=self.prior_params, av_prior=av.av_prior[idx],
                                av_prior_err=av.av_prior_err[idx], av_max=av.av_max[idx],

@@ -60,11 +60,9 @@ Per-row independence: every random number of row b comes from ``seeds[b]`` (fold
 round and the purpose), and every step (locate, EM, stopping) is per row, so a row's result
 does not depend on which other rows share its batch: seed rows from a stable key
 (:func:`star_seeds` with e.g. ``source_id``) and a catalogue gives the same answer however it is
-chunked — up to float round-off: vectorised kernels (the flow, the simulator, batched linear
-algebra) may round differently at another batch size or position (1 ulp), and the rounds can
-amplify that into other draws of the same posterior (top-k selections, the mode search's
-finite-difference Hessian, a round more or less). Measured on the demo catalogue with chunks of 40
-vs 7 rows: 17 of 40 rows bit-identical, the others' medians within 0.18 σ (median 0.001 σ).
+chunked, bit for bit — the batch and every subset of rows a step works on are padded to a
+multiple of 8 rows (:mod:`irisml_tf.inference.rows`: otherwise the CPU kernels' scalar tail
+rounds some rows' exp/log differently, and the rounds amplify an ulp into other draws).
 
 All TensorFlow ops: rounds are a ``tf.while_loop`` over the still-active rows (gathered, so that
 finished rows cost nothing), with per-row storage of the draw slots; B is dynamic, the options
@@ -83,6 +81,7 @@ from irisml_tf.inference import mixture
 from irisml_tf.inference.importance import effective_sample_size, importance_weights
 from irisml_tf.inference.locate import MAX_VAR, MIN_VAR, anchor_mixture, locate, to_u
 from irisml_tf.inference.psis import psis
+from irisml_tf.inference.rows import pad_batch, row_indices, scatter_rows
 
 __all__ = [
     "AdaptiveOptions",
@@ -347,10 +346,6 @@ def _gather(nest, idx):
     return tf.nest.map_structure(lambda t: tf.gather(t, idx), nest)
 
 
-def _scatter(nest, idx, sub):
-    return tf.nest.map_structure(lambda t, s: tf.tensor_scatter_nd_update(t, idx[:, None], s), nest, sub)
-
-
 def _select(rows, a, b):
     """Per row: a where rows [A] is true, else b (nests of [A, ...] tensors)."""
     return tf.nest.map_structure(
@@ -396,7 +391,7 @@ def _sum_props(props: mixture.Mixture, rounds, u, df: float):
 
 def _round(r, s: _State, conditions, log_target, dim: int, opt: AdaptiveOptions, target) -> _State:
     """Fit round r ≥ 1 for the active rows (gathered), written back into the state."""
-    idx = tf.where(s.active)[:, 0]
+    idx, count = row_indices(s.active)
     sub, cond = _gather(s, idx), _gather(conditions, idx)
     n, n0 = opt.draws_per_round, opt.n0
     filled = n0 + n * (r - 1)
@@ -426,7 +421,7 @@ def _round(r, s: _State, conditions, log_target, dim: int, opt: AdaptiveOptions,
     ess = _ess(_log_weights(lp[:, :filled + n], lq[:, :filled + n], ld[:, :filled + n], rounds, n0, opt.alpha))
     sub = sub._replace(u=splice(sub.u, u_new), lp=lp, lq=lq, ld=ld, props=props, fit_rounds=rounds,
                        evals=sub.evals + n, ess=ess, active=ess < target)
-    return _scatter(s, idx, sub)
+    return scatter_rows(s, idx, count, sub)
 
 
 def _anchors(log_target, conditions, x0, lw0, lp0, center, scale, ess0, opt: AdaptiveOptions, target):
@@ -440,16 +435,16 @@ def _anchors(log_target, conditions, x0, lw0, lp0, center, scale, ess0, opt: Ada
     evals = tf.zeros([b], tf.int32)
     find = (ess0 < opt.locate_ess) & (ess0 < target)
     if opt.rounds > 0 and opt.locate_ess > 0:
-        idx = tf.where(find)[:, 0]
+        idx, count = row_indices(find)
         found, modes, cost = locate(
             log_target, _gather(conditions, idx), tf.gather(x0, idx), tf.gather(lp0, idx),
             tf.gather(center, idx), tf.gather(scale, idx), starts=opt.locate_starts,
             steps=opt.locate_steps, newton_steps=opt.newton_steps,
             learning_rate=tuple(opt.learning_rate), merge_distance=opt.merge_distance,
             num_components=opt.num_components)
-        anchors = _scatter(anchors, idx, _select(modes > 0, found, _gather(anchors, idx)))
-        n_modes = tf.tensor_scatter_nd_update(n_modes, idx[:, None], modes)
-        evals = tf.tensor_scatter_nd_add(evals, idx[:, None], cost)
+        anchors = scatter_rows(anchors, idx, count, _select(modes > 0, found, _gather(anchors, idx)))
+        n_modes = scatter_rows(n_modes, idx, count, modes)
+        evals = scatter_rows(evals, idx, count, cost)  # evals are 0 before: an update is an add
     return to_u(anchors, center, scale), n_modes, find & (n_modes > 0), evals
 
 
@@ -521,14 +516,14 @@ def by_weighted_slots(fn, nest, rounds, opt: AdaptiveOptions, init):
     fit_rounds = tf.cast(rounds, tf.int32) - 1
 
     def body(j, acc):
-        idx = tf.where(tf.equal(fit_rounds, j))[:, 0]
+        idx, count = row_indices(tf.equal(fit_rounds, j))
         start = 0 if opt.rounds == 0 else tf.where(j > 0, opt.n0, 0)
         stop = tf.where(j > 0, opt.n0 + opt.draws_per_round * j, opt.n0)
 
         def update():  # fn needs at least one row
             out = fn(tf.nest.map_structure(lambda t: tf.gather(t, idx)[:, start:stop], nest))
-            return tf.nest.map_structure(lambda a, o: tf.tensor_scatter_nd_update(a, idx[:, None], o), acc, out)
-        return j + 1, tf.cond(tf.size(idx) > 0, update, lambda: acc)
+            return scatter_rows(acc, idx, count, out)
+        return j + 1, tf.cond(count > 0, update, lambda: acc)
 
     return tf.while_loop(lambda j, _: j <= opt.rounds, body, (tf.constant(0), init))[1]
 
@@ -573,7 +568,7 @@ def adaptive_importance_sampling(log_target, flow_sample, conditions, seeds, dim
     """
     opt = options or AdaptiveOptions()
     dim = int(dim)
-    seeds = tf.cast(seeds, tf.int32)
+    (conditions, seeds), b = pad_batch((conditions, tf.cast(seeds, tf.int32)))
     target = tf.cast(opt.target_ess if target_ess is None else target_ess, tf.float32)
     state, n_modes = _round_zero(conditions, seeds, log_target, flow_sample, dim, opt, target)
     if opt.rounds > 0:
@@ -588,4 +583,4 @@ def adaptive_importance_sampling(log_target, flow_sample, conditions, seeds, dim
             return r + 1, _round(r, s, conditions, log_target, dim, opt, target)
 
         _, state = tf.while_loop(cond, body, (tf.constant(1), state))
-    return _finish(state, n_modes, opt, target)
+    return AdaptiveResult(*(t[:b] for t in _finish(state, n_modes, opt, target)))

@@ -32,6 +32,7 @@ from irisml_tf.inference.flags import compute_flags
 from irisml_tf.inference.importance import resample
 from irisml_tf.inference.likelihood import default_sys_floor, log_likelihood_theta, unpack_inputs
 from irisml_tf.inference.posterior_target import posterior_problem
+from irisml_tf.inference.rows import pad_batch
 from irisml_tf.inference.summaries import SUMMARY_NAMES, summarize
 from irisml_tf.physics.parallax import MassPrior, sample_derived
 
@@ -84,9 +85,13 @@ def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, 
     """
     options = options or AdaptiveOptions()
     sys_floor = default_sys_floor() if sys_floor is None else sys_floor
-    seeds = tf.cast(seeds, tf.int32)
-    inputs = _clean_inputs(inputs, simulator.num_bands)
-    av = {"av_prior": av_prior, "av_prior_err": av_prior_err, "av_max": av_max}
+    per_row = {"av_prior": av_prior, "av_prior_err": av_prior_err, "av_max": av_max, "plx": plx, "plx_err": plx_err}
+    per_row = {k: tf.cast(v, tf.float32) for k, v in per_row.items() if v is not None}
+    # a star's numbers must not depend on its batch: pad to whole CPU packets (irisml_tf.inference.rows)
+    (inputs, seeds, per_row), b = pad_batch((_clean_inputs(inputs, simulator.num_bands),
+                                             tf.cast(seeds, tf.int32), per_row))
+    av = {k: per_row.get(k) for k in ("av_prior", "av_prior_err", "av_max")}
+    plx, plx_err = per_row.get("plx"), per_row.get("plx_err")
     mass_prior = mass_prior or MassPrior()
     problem = posterior_problem(model, simulator, prior, inputs, sys_floor, prior_params=prior_params, **av,
                                 plx=plx, plx_err=plx_err, mass_prior=mass_prior)
@@ -112,7 +117,7 @@ def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, 
     out.update(_flags(prior, inputs, safe, terms, weights, res, prior_params, av,
                       target_ess if target_ess is not None else options.target_ess))
     out.update(_derived(terms, safe, problem.conditions, mass_prior, fold_seeds(seeds, 4)))
-    return out
+    return {k: v[:b] for k, v in out.items()}
 
 
 def derived_posteriors(simulator, draws, inputs: Mapping, plx, plx_err, sys_floor, mass_prior, seeds) -> dict:

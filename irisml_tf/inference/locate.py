@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from irisml_tf.inference import mixture
+from irisml_tf.inference.rows import row_indices, scatter_rows
 
 __all__ = ["MAX_VAR", "MIN_VAR", "anchor_mixture", "locate", "to_u"]
 
@@ -175,10 +176,10 @@ def _newton(target: _Target, x, lp, max_steps: int, tol: float = _NEWTON_TOL):
     a = tf.shape(x)[0]
 
     def body(i, x, lp, cov, moving, count):
-        idx = tf.where(moving)[:, 0]
+        idx, n = row_indices(moving)
         xs, lps, covs, gain = _newton_step(target.rows(idx), tf.gather(x, idx), tf.gather(lp, idx))
         def upd(t, v):
-            return tf.tensor_scatter_nd_update(t, idx[:, None], v)
+            return scatter_rows(t, idx, n, v)
         still = tf.reduce_any(gain > tol, -1)
         return (i + 1, upd(x, xs), upd(lp, lps), upd(cov, covs), upd(moving, still),
                 upd(count, tf.gather(count, idx) + 1))

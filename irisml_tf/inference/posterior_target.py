@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from irisml_tf.inference.adaptive import row_normal
 from irisml_tf.inference.likelihood import log_likelihood_theta, unpack_inputs
+from irisml_tf.inference.rows import ROW_MULTIPLE, row_indices, scatter_rows
 from irisml_tf.physics.parallax import MassPrior, parallax_log_likelihood, usable_parallax
 
 __all__ = ["PosteriorProblem", "posterior_problem", "log_likelihood_with_parallax"]
@@ -34,14 +35,15 @@ def log_likelihood_with_parallax(simulator, theta, c: Mapping, sys_floor, mass_p
     parallax only, gathered and scattered back: no ``tf.cond``, whose gradient made the exported
     graph 7x slower for the C++ loader to optimise (saved_model_cli: 245 s against 36 s)."""
     terms = log_likelihood_theta(simulator, theta, c, sys_floor, return_terms=True)
-    rows = tf.where(usable_parallax(c["plx"], c["plx_err"]))[:, 0]
+    rows, n = row_indices(usable_parallax(c["plx"], c["plx_err"]))
     args = (terms.mu, tf.reduce_sum(terms.weight, -1), theta, c["plx"], c["plx_err"])
     log_plx = parallax_log_likelihood(*(tf.gather(a, rows) for a in args), mass_prior or MassPrior())
-    return terms.log_lik + tf.scatter_nd(rows[:, None], log_plx, tf.shape(terms.log_lik, out_type=tf.int64))
+    return scatter_rows(terms.log_lik, rows, n, tf.gather(terms.log_lik, rows) + log_plx)
 
 
 def _pad_rows(nest):
-    """Zero-pad the leading dimension of every tensor to the next power of two (at least 1).
+    """Zero-pad the leading dimension of every tensor to the next power of two, at least
+    :data:`~irisml_tf.inference.rows.ROW_MULTIPLE` (so a multiple of it).
 
     The sampler calls the target on varying numbers of rows (the stars still active, the starts
     still moving); THE simulator is XLA-compiled and compiles once per input shape, so without
@@ -50,7 +52,7 @@ def _pad_rows(nest):
     """
     rows = tf.shape(tf.nest.flatten(nest)[0])[0]
     log2 = tf.math.log(tf.cast(tf.maximum(rows, 1), tf.float32)) / np.log(2.0)
-    size = tf.cast(2.0 ** tf.math.ceil(log2 - 1e-4), tf.int32)  # 8 → 8 despite round-off
+    size = tf.maximum(tf.cast(2.0 ** tf.math.ceil(log2 - 1e-4), tf.int32), ROW_MULTIPLE)  # 8 → 8 despite round-off
 
     def pad(t):
         return tf.pad(t, tf.concat([[[0, size - rows]], tf.zeros([t.shape.rank - 1, 2], tf.int32)], 0))

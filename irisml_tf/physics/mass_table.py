@@ -99,7 +99,6 @@ def build_table(parsec_fits: str | Path) -> dict[str, np.ndarray]:
                                    f"0-13.5 Gyr, LABEL<=8, kernel {KERNEL}")}
 
 
-@functools.cache
 def load_table(path: str | Path = TABLE_PATH) -> dict[str, np.ndarray]:
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
