@@ -28,6 +28,7 @@ GAIA = ["phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag"]
 TMASS = ["j_m", "j_msigcom", "h_m", "h_msigcom", "k_m", "k_msigcom"]
 N = 48
 SAMPLES, SEED = 32, 3
+FEW = 5 * SAMPLES  # max_batch_elements of 5 stars per model call
 ARGS = ["--samples", str(SAMPLES), "--seed", str(SEED), "--quiet"]
 
 
@@ -148,11 +149,11 @@ def local_model(model_path):
 
 @pytest.fixture(scope="module")
 def infer_reference(stars, local_model, tmp_path_factory):
-    """`infer` on the same rows: one star per model call, and the default sub-batches."""
+    """`infer` on the same rows: 5 stars per model call, and the default sub-batches."""
     d = tmp_path_factory.mktemp("infer")
     write_table(stars, d / "in.parquet")
     out = {}
-    for name, batch in (("one", SAMPLES), ("default", None)):
+    for name, batch in (("few", FEW), ("default", None)):
         extra = {"max_batch_elements": batch} if batch else {}
         infer_catalog(local_model, d / "in.parquet", d / f"{name}.parquet", num_samples=SAMPLES, seed=SEED,
                       chunk_size=20, progress=False, **extra)
@@ -188,12 +189,12 @@ def _same_numbers(got: pd.DataFrame, ref: pd.DataFrame) -> None:
 
 
 @pytest.fixture(scope="module")
-def one_star_run(hats_dir, model_path, client, tmp_path_factory):
-    """The library job, one star per model call (so independent of the sub-batches already)."""
+def few_star_run(hats_dir, model_path, client, tmp_path_factory):
+    """The library job, 5 stars per model call (batch mates unlike the partitions')."""
     from irisml_tf.app.survey import run_survey
 
     out = tmp_path_factory.mktemp("survey1") / "posteriors"
-    summary = run_survey(hats_dir, out, model_path, num_samples=SAMPLES, seed=SEED, max_batch_elements=SAMPLES,
+    summary = run_survey(hats_dir, out, model_path, num_samples=SAMPLES, seed=SEED, max_batch_elements=FEW,
                          scheduler=client.scheduler.address, progress=False)
     return summary, out
 
@@ -209,10 +210,10 @@ def cli_run(hats_dir, model_path, client, tmp_path_factory):
 # --- the job -------------------------------------------------------------------------------------
 
 @needs_lsdb
-def test_survey_equals_infer_one_star_per_call(one_star_run, hats_dir, stars, infer_reference):
+def test_survey_equals_infer_in_small_batches(few_star_run, hats_dir, stars, infer_reference):
     import lsdb
 
-    summary, out = one_star_run
+    summary, out = few_star_run
     assert summary.rows == summary.rows_in == N and summary.skipped == 1 and summary.inferred == N - 1
     assert summary.partitions == lsdb.read_hats(hats_dir).npartitions and summary.workers == 2
     assert summary.counts["skipped:too_few_bands"] == 1 and summary.counts["dropped:sentinel"] == 1
@@ -229,7 +230,7 @@ def test_survey_equals_infer_one_star_per_call(one_star_run, hats_dir, stars, in
     pd.testing.assert_frame_equal(kept.convert_dtypes(), stars.sort_values("source_id").reset_index(drop=True)
                                   .convert_dtypes(), check_dtype=False)
     got = _by_source(_read(out))
-    _same_numbers(got, infer_reference["one"])
+    _same_numbers(got, infer_reference["few"])
 
 
 @needs_lsdb
@@ -267,7 +268,7 @@ def test_partitioning_does_not_change_results(stars, model_path, client):
     results = []
     for rows in (6, 30):
         cat = lsdb.from_dataframe(df, ra_column="ra", dec_column="dec", partition_rows=rows, margin_threshold=None)
-        post = survey_catalog(cat, model_path, num_samples=SAMPLES, seed=SEED, max_batch_elements=SAMPLES)
+        post = survey_catalog(cat, model_path, num_samples=SAMPLES, seed=SEED)
         results.append((cat.npartitions, pd.DataFrame(post.compute(progress_bar=False)).sort_index()))
     (n1, a), (n2, b) = results
     assert n1 > n2 and len(a) == len(b) == N
@@ -275,7 +276,7 @@ def test_partitioning_does_not_change_results(stars, model_path, client):
 
 
 @needs_lsdb
-def test_model_loaded_once_per_worker(one_star_run, cli_run, model_path, client):
+def test_model_loaded_once_per_worker(few_star_run, cli_run, model_path, client):
     from irisml_tf.app.survey import model_loads
 
     loads = client.run(model_loads)

@@ -28,9 +28,9 @@ directory is removed.
 * Reproducible: every row gets a stateless seed from the run's seed and the row's key, its
   ``source_id`` when it has one, else its 0-based position in the input file
   (:func:`irisml_tf.rowseed.row_seeds`; ``irisml-tf survey`` uses the same rule). The exported
-  model draws each star from its own seed, so the same seed gives the same output whatever the
-  chunk size or ``max_batch_elements``, resumed or not (up to float rounding of batched matrix
-  products).
+  model draws each star from its own seed and pads its batches (:mod:`irisml_tf.inference.rows`),
+  so the same seed gives the same output, bit for bit, whatever the chunk size or
+  ``max_batch_elements``, resumed or not.
 * Resume: an interrupted run leaves ``<out>.parts/``; ``resume=True`` skips the chunks done. It
   refuses when the input file (size, mtime), the model, the seed, samples, chunk size, default
   error, batch bound, samples file, target ESS, draw budget or prior differ from the manifest.

@@ -14,8 +14,8 @@ cache of the input is dropped (posteriors are per row; a margin would be inferre
   read (a shared file system on a cluster).
 * Reproducible whatever the partitioning: each row's seed comes from its ``source_id``, else from
   the spatial index and its occurrence (:mod:`irisml_tf.rowseed`), the rule ``infer`` uses; the
-  exported model draws each star from its own seed, so a row's numbers do not depend on the
-  partition or sub-batch it lands in (up to float rounding of batched matrix products).
+  exported model draws each star from its own seed and pads its batches, so a row's numbers do
+  not depend on the partition or sub-batch it lands in, bit for bit.
 * Bad rows get ``infer``'s statuses. A partition whose columns differ from the catalogue's (its
   parquet file lacks a column the catalogue's schema lists, or LSDB hands over other columns)
   stops the run with :class:`SurveyError` naming the pixel.
