@@ -39,7 +39,7 @@ def main() -> None:
 
     from irisml_tf.data.testsets import simulate_test_sets
     from irisml_tf.inference.engine import run_engine
-    from irisml_tf.inference.metrics import pit
+    from irisml_tf.inference.metrics import coverage_from_pit, pit
     from irisml_tf.rowseed import call_seeds
     from irisml_tf.serving import load_model
 
@@ -69,9 +69,8 @@ def main() -> None:
             parts.append({k: v.numpy() for k, v in out.items()})
         seconds = time.perf_counter() - t0
         o = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        u = pit(o["samples"], truth, o["weights"])
-        cov = np.mean((u > 0.16) & (u < 0.84), 0)
-        out95 = np.mean((u < 0.025) | (u > 0.975), 0)
+        (cov, cov95), _ = coverage_from_pit(pit(o["samples"], truth, o["weights"]), (0.68, 0.95))
+        out95 = 1.0 - cov95
         print(f"ESS {target:6.0f} (budget {budget}): reached {o['converged'].mean():.3f}, "
               f"ESS/eval {np.median(o['ess'] / o['n_target_evals']):.3f}, k̂ > 0.7 {np.mean(o['khat'] > 0.7):.3f}, "
               f"{1e3 * seconds / args.stars:.0f} ms/star\n"

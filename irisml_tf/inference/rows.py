@@ -4,8 +4,9 @@ TensorFlow's CPU kernels evaluate transcendental functions (exp, log, sigmoid, �
 floats with one polynomial and on the last ``size mod 8`` elements of a buffer with another (the
 scalar library call): the two differ by an ulp. A star whose per-row values ([B], [B, K], …) land
 in that tail in one batch and not in another gets other round-off, and the adaptive rounds can
-amplify that into other draws (measured: chunks of 40 vs 7 demo rows, 23 of 40 rows changed by up
-to 0.18 σ). With every row count a multiple of :data:`ROW_MULTIPLE`, no buffer has such a tail,
+amplify that into other draws (measured on the demo through `infer`, chunks of 40 vs 7 rows: 23 of
+40 rows differed; this padding brought it to 6, the rest came from `infer` trimming band slots per
+batch, also removed). With every row count a multiple of :data:`ROW_MULTIPLE`, no buffer has such a tail,
 and a star's result is the same bit for bit in any batch, at any position (tests/test_adaptive.py,
 tests/test_infer.py, tests/test_survey.py). So the engine pads every batch, and every subset of
 rows it gathers, to that multiple: with copies of a row it already computes (never an empty or
