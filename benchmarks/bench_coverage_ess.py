@@ -8,9 +8,10 @@ The same stars (`irisml-tf evaluate`'s generator: the model's prior and observat
 (``run_engine`` in a tf.function, batches of 64, 1000 returned draws per star). The draw budget is
 the model's, or 40/3 draws per unit of target ESS where that is more (ESS 3000: 40 000, 6000:
 80 000). Printed per target: the share of stars that reached it, the median ESS per target
-evaluation, k̂ > 0.7, per parameter the 68 % coverage (nominal 0.68) and the share of truths outside
-the central 95 % (nominal 0.05) from the truths' PIT under the returned draws, and ms per star
-(tracing included, one pass). A coverage of n stars has a standard error of about √(0.22 / n).
+evaluation, k̂ > 0.7, the median draws per star, ms per star (tracing included, one pass), and per
+parameter the 68 % coverage (nominal 0.68) and the share of truths outside the central 95 %
+(nominal 0.05) from the truths' PIT under the returned draws. A coverage of n stars has a
+standard error of about √(0.22 / n).
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def main() -> None:
             out = run_engine(posterior, sim, prior, {"band_index": band_index, "mag": mag, "mag_err": mag_err},
                              seed, model.observation.sys_floor, options=options, num_samples=1000,
                              target_ess=target)
-            return {k: out[k] for k in ("samples", "weights", "ess", "n_target_evals", "khat", "converged")}
+            return {k: out[k] for k in ("samples", "weights", "ess", "n_target_evals", "khat", "converged", "n_draws")}
 
         t0, parts = time.perf_counter(), []
         for start in range(0, args.stars, BATCH):
@@ -73,7 +74,7 @@ def main() -> None:
         out95 = 1.0 - cov95
         print(f"ESS {target:6.0f} (budget {budget}): reached {o['converged'].mean():.3f}, "
               f"ESS/eval {np.median(o['ess'] / o['n_target_evals']):.3f}, k̂ > 0.7 {np.mean(o['khat'] > 0.7):.3f}, "
-              f"{1e3 * seconds / args.stars:.0f} ms/star\n"
+              f"median draws {np.median(o['n_draws']):.0f}, {1e3 * seconds / args.stars:.0f} ms/star\n"
               f"  cov68 {' '.join(f'{v:.3f}' for v in cov)}   outside 95 % {' '.join(f'{v:.3f}' for v in out95)}",
               flush=True)
 

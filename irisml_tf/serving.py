@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -127,6 +128,7 @@ class ModelMeta:
 
         d = dict(self.engine)
         d.setdefault("defensive_components", 1)  # exports before it had one defensive t
+        d.setdefault("freeze_at", math.inf)  # exports before it weighted every adaptive round
         if "learning_rate" in d:
             d["learning_rate"] = tuple(d["learning_rate"])
         return AdaptiveOptions(**d)

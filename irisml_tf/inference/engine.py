@@ -103,7 +103,7 @@ def run_engine(model, simulator, prior, inputs: Mapping, seeds, sys_floor=None, 
     # to θ only what is used (the storage holds max_draws slots per star, most of them empty)
     nan = tf.fill(tf.shape(res.draws[:, 0]), float("nan"))
     out.update(by_weighted_slots(lambda a: summarize(problem.theta(a[0]), a[1]), (res.draws, res.weights),
-                                 res.rounds, options, {k: nan for k in SUMMARY_NAMES}))
+                                 res.weighted_rounds, options, {k: nan for k in SUMMARY_NAMES}))
     out.update({f"q_{k}": v for k, v in summarize(problem.theta(res.draws[:, :options.n0]), None).items()})
     draws, _ = resample(res.draws, res.weights, num_samples, fold_seeds(seeds, 3))
     draws = problem.theta(draws)  # rows without weight: NaN stays NaN
