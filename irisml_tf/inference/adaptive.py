@@ -414,14 +414,15 @@ def _sum_props(props: mixture.Mixture, rounds, u, df: float):
     return tf.while_loop(lambda j, _: j < rounds, body, (tf.constant(0), acc))[1]
 
 
-def _write(old, new, pos):
-    """old [A, M, ...] with new [A, n, ...] written at slots pos[a] … pos[a] + n − 1 of row a."""
-    n, slot = tf.shape(new)[1], tf.range(tf.shape(old)[1])[None, :]
-    at = slot - pos[:, None]
-    put = (at >= 0) & (at < n)
-    vals = tf.gather(new, tf.clip_by_value(at, 0, n - 1), batch_dims=1)
-    return tf.where(tf.reshape(put, tf.concat([tf.shape(put), tf.ones([new.shape.rank - 2], tf.int32)], 0)),
-                    vals, old)
+def _write(old, new, block, n0: int):
+    """old [A, M, ...] with new [A, n, ...] written over slots n0 + n·block[a] … of row a (the
+    slots after round 0 as blocks of one round's draws: an elementwise select, no gather)."""
+    rest = old[:, n0:]
+    blocks = tf.reshape(rest, tf.concat([tf.stack([tf.shape(old)[0], -1, tf.shape(new)[1]]), tf.shape(old)[2:]], 0))
+    hit = tf.equal(tf.range(tf.shape(blocks)[1])[None, :], block[:, None])
+    hit = tf.reshape(hit, tf.concat([tf.shape(hit), tf.ones([new.shape.rank - 1], tf.int32)], 0))
+    blocks = tf.where(hit, new[:, None], blocks)
+    return tf.concat([old[:, :n0], tf.reshape(blocks, tf.shape(rest))], 1)
 
 
 def _round(r, s: _State, conditions, log_target, dim: int, opt: AdaptiveOptions, target) -> _State:
@@ -459,11 +460,11 @@ def _round(r, s: _State, conditions, log_target, dim: int, opt: AdaptiveOptions,
                      lambda: lf_new)
     ld_new = tf.cast(mixture.log_prob(sub.defensive, u_new, opt.df), tf.float32)
 
-    pos = n0 + n * tf.where(frozen, sub.final_rounds, sub.fit_rounds)
+    block = tf.where(frozen, sub.final_rounds, sub.fit_rounds)
     fit_rounds = sub.fit_rounds + tf.cast(~frozen, tf.int32)
     final_rounds = sub.final_rounds + tf.cast(frozen, tf.int32)
     pairs = ((sub.u, u_new), (sub.lp, lp_new), (lq_old, lq_new), (sub.ld, ld_new))
-    u, lp, lq, ld = (_write(a, b, pos) for a, b in pairs)
+    u, lp, lq, ld = (_write(a, b, block, n0) for a, b in pairs)
     ess = _ess(_log_weights(lp[:, :filled + n], lq[:, :filled + n], ld[:, :filled + n], fit_rounds,
                             final_rounds, opt))
     if math.isfinite(opt.freeze_at):
@@ -473,9 +474,12 @@ def _round(r, s: _State, conditions, log_target, dim: int, opt: AdaptiveOptions,
         # the first draws of the frozen phase (written from slot n0 on), which then draws from
         # the same proposal until its own ESS reaches the target.
         freeze = ~frozen & (ess >= opt.freeze_at * target)
-        start = tf.fill(tf.shape(pos), n0)
-        u, lp, lq, ld = (_select(freeze, _write(a, b, start), a)
+        def restart():
+            first = tf.zeros_like(block)
+            return tuple(_select(freeze, _write(a, b, first, n0), a)
                          for a, b in ((u, u_new), (lp, lp_new), (lq, lf_new), (ld, ld_new)))
+
+        u, lp, lq, ld = tf.cond(tf.reduce_any(freeze), restart, lambda: (u, lp, lq, ld))
         final_rounds += tf.cast(freeze, tf.int32)
         ess = tf.where(freeze, _ess(_log_weights(lp[:, :n0 + n], lq[:, :n0 + n], ld[:, :n0 + n], fit_rounds,
                                                  final_rounds, opt)), ess)
