@@ -512,8 +512,10 @@ def check_export(out_dir: str | Path, *, num_stars: int = 8, num_samples: int = 
       ridge rests on fewer draws than the ESS says).
       A star not settled gets 1 σ: its tails rest on a few heavy draws
       (measured: a Teff p84 0.82 σ apart for a star at ESS 590 vs 371 after its 19 256 draws);
-    * ``ess``, ``efficiency`` and ``n_target_evals`` (the mode search stops each start on a float
-      threshold) within a factor ``ess_ratio``, ``khat`` within ``khat_tol`` (settled stars);
+    * ``n_target_evals`` (the mode search stops each start on a float threshold) within a factor
+      ``ess_ratio``; ``ess`` and ``efficiency`` too, and ``khat`` within ``khat_tol``, for settled
+      stars (a star that ran out of draws has the ESS of its last round, on a few heavy draws:
+      measured on an untrained tiny model, 315 vs 45 with k̂ 0.2 vs 0.8 for the same star);
     * a star whose ESS is below :data:`WEAK_ESS` in both processes (an untrained model's) has no
       posterior to compare: its summaries, ESS and k̂ are not compared;
     * ``log_evidence`` within 0.1 nat + rtol, and ``chi2``, ``mu``, ``chi2_pvalue`` (of the best
@@ -650,7 +652,8 @@ def _diff(key, r, g, ref, got, stars: _Stars, rtol, atol, sigma_tol, ess_ratio, 
         return float(d.max(initial=0.0)), bool(np.all(d == 0))
     if key in ("ess", "efficiency", "n_target_evals"):  # the mode search stops on a float threshold
         ratio = np.maximum(r, g) / np.maximum(np.minimum(r, g), 1e-30)
-        ratio = np.where((np.maximum(r, g) > 0) & ~weak, ratio, 1.0)
+        compared = (np.maximum(r, g) > 0) & ~weak & (~short if key != "n_target_evals" else True)
+        ratio = np.where(compared, ratio, 1.0)
         return float(ratio.max(initial=1.0)), bool(np.all(ratio <= ess_ratio))
     if key in POSTERIOR_OUTPUTS:
         sigma_tol = np.where(weak, np.inf, np.where(short, max(sigma_tol, 1.0), sigma_tol))[:, None]

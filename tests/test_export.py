@@ -188,6 +188,11 @@ def test_check_rule_fails_on_a_wrong_output(tiny_model):
     assert compare_outputs(converged, dict(converged, samples=samples)).failed == ("samples",)
     draws = compare_outputs(converged, dict(converged, n_draws=out["n_draws"] + 250))
     assert draws.failed == ("n_draws",)
+    collapsed = dict(converged, ess=converged["ess"] / 5, efficiency=converged["efficiency"] / 5)
+    assert set(compare_outputs(converged, collapsed).failed) == {"ess", "efficiency"}
+    # a star out of draws has its last round's ESS, on a few heavy draws: not compared
+    unsettled = dict(converged, converged=np.zeros_like(out["converged"]))
+    assert "ess" not in compare_outputs(unsettled, dict(collapsed, converged=unsettled["converged"])).failed
 
 
 # -- the export job (irisml_tf.app.export) ------------------------------------------------------

@@ -456,7 +456,9 @@ def _round(r, s: _State, conditions, log_target, dim: int, opt: AdaptiveOptions,
 
     lq_old = tf.cond(adapting, add_fit, lambda: sub.lq)
     lf_new = tf.cast(mixture.log_prob(fit, u_new, opt.df), tf.float32)
-    lq_new = tf.cond(adapting, lambda: tf.where(frozen[:, None], lf_new, _sum_props(props, r, u_new, opt.df)),
+    # an adapting row's new draws under all its fits: the earlier ones, and this round's (lf_new)
+    lq_new = tf.cond(adapting, lambda: tf.where(frozen[:, None], lf_new,
+                                                _logaddexp(_sum_props(props, r - 1, u_new, opt.df), lf_new)),
                      lambda: lf_new)
     ld_new = tf.cast(mixture.log_prob(sub.defensive, u_new, opt.df), tf.float32)
 
@@ -573,7 +575,7 @@ def _round_zero(conditions, seeds, log_target, flow_sample, dim: int, opt: Adapt
 def by_weighted_slots(fn, nest, rounds, opt: AdaptiveOptions, init):
     """``fn`` on each row's weighted slots only: the rows are grouped by their ``rounds``
     [B] (:attr:`AdaptiveResult.weighted_rounds`), and a group sees the slots that carry its weights —
-    round 0's n0 for rows with one round, else the fit rounds' after them. ``nest``: tensors
+    round 0's n0 for rows with one, else that many rounds' blocks after them. ``nest``: tensors
     [B, M, ...] (the storage); ``fn`` maps their [A, m, ...] slices to a nest of [A, ...];
     ``init``: that nest at [B, ...], the value of rows in no group. Cost follows the draws each
     row made, not the storage (a weighted quantile over all 20 000 slots costs 5x one over a
