@@ -61,7 +61,7 @@ the heaviest draws and then evaluated at them, which lowers the weight of exactl
 reached where the earlier proposals were thin — the posterior's tails. Measured: the mass beyond
 2σ of a curved ridge (exact 0.0455) came out at 0.036 ± 0.001 with these weights, 0.042 ± 0.001
 from the frozen rounds (tests/test_adaptive.py); on 1024 simulated Gaia+2MASS+WISE stars at ESS
-1000 the 68 % coverage of teff rose from 0.657 to 0.679 (benchmarks/bench_coverage_ess.py). The
+1000 the 68 % coverage of teff rose from 0.657 to 0.679 (benchmarks/bench_adaptive.py). The
 frozen proposal is fixed before its draws are made, so the frozen rounds are plain importance
 sampling: unbiased for the normalising constant (``log_evidence``: the mean of their weights)
 and consistent for the posterior. ``khat`` is PSIS k̂ of the returned weights.
