@@ -32,8 +32,15 @@ BATCH = 64
 KEYS = ("samples", "weights", "ess", "n_target_evals", "khat", "converged", "n_draws", "rounds", "n_modes")
 
 
-def make_engine(model, options, target):
-    """A tf.function (band_index, mag, mag_err, seeds) → the engine's outputs of :data:`KEYS`."""
+def engine_options(model, overrides):
+    """The model's engine settings with ``NAME=VALUE`` overrides (JSON values)."""
+    return dataclasses.replace(model.meta.engine_options,
+                               **{k: json.loads(v) for k, v in (o.split("=", 1) for o in overrides)})
+
+
+def make_engine(model, options, keys=KEYS, num_samples: int = 1000):
+    """The library path: a tf.function (band_index, mag, mag_err, seeds, target_ess) → the outputs
+    ``keys`` of ``run_engine`` (XLA simulator, the export's weights rebuilt from assets/run)."""
     import tensorflow as tf
 
     from irisml_tf.inference.engine import run_engine
@@ -42,14 +49,15 @@ def make_engine(model, options, target):
     posterior = model.posterior()
 
     @tf.function(reduce_retracing=True)
-    def engine(band_index, mag, mag_err, seeds):
+    def engine(band_index, mag, mag_err, seeds, target):
         out = run_engine(posterior, sim, prior, {"band_index": band_index, "mag": mag, "mag_err": mag_err},
-                         seeds, model.observation.sys_floor, options=options, num_samples=1000, target_ess=target)
-        return {k: out[k] for k in KEYS}
+                         seeds, model.observation.sys_floor, options=options, num_samples=num_samples,
+                         target_ess=target)
+        return {k: out[k] for k in keys}
     return engine
 
 
-def run_set(engine, x, seed: int):
+def run_set(engine, x, seed: int, target: float):
     """Every star of band set ``x`` in batches: (outputs, seconds per star after the first batch)."""
     import numpy as np
     import tensorflow as tf
@@ -57,13 +65,15 @@ def run_set(engine, x, seed: int):
     from irisml_tf.rowseed import call_seeds
 
     n, parts, seconds = len(x["mag"]), [], 0.0
+    target = tf.constant(target, tf.float32)
     for start in range(0, n, BATCH):
         rows = slice(start, start + BATCH)
         args = [tf.constant(x[k][rows]) for k in ("band_index", "mag", "mag_err")]
+        size = len(args[0])
         if start == 0:
-            engine(*args, tf.constant(call_seeds([seed + 1, start], len(x["mag"][rows]))))  # trace
+            engine(*args, tf.constant(call_seeds([seed + 1, start], size)), target)  # trace
         t0 = time.perf_counter()
-        out = engine(*args, tf.constant(call_seeds([seed, start], len(x["mag"][rows]))))
+        out = engine(*args, tf.constant(call_seeds([seed, start], size)), target)
         parts.append({k: v.numpy() for k, v in out.items()})
         seconds += time.perf_counter() - t0
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, seconds / n
@@ -102,15 +112,14 @@ def main(argv=None) -> None:
     model = load_model(args.model)
     sim, prior = model.physics()
     truth, sets = simulate_test_sets(sim, prior, model.observation, args.stars, args.data_seed, args.sets)
-    base = dataclasses.replace(model.meta.engine_options,
-                               **{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)})
+    base = engine_options(model, args.option)
     print(f"adaptive engine: model {model.path}, {args.stars} stars per set, data seed {args.data_seed}, "
           f"engine seed {args.seed}, {os.cpu_count()} CPUs" + (f"; {' '.join(args.option)}" if args.option else ""))
     for target in args.target_ess:
         budget = args.max_draws or max(base.max_draws, int(round(target * 40 / 3)))
-        engine = make_engine(model, dataclasses.replace(base, max_draws=budget), target)
+        engine = make_engine(model, dataclasses.replace(base, max_draws=budget))
         for name in args.sets:
-            out, sec = run_set(engine, sets[name], args.seed)
+            out, sec = run_set(engine, sets[name], args.seed, target)
             report(name, target, budget, out, truth, sec)
 
 

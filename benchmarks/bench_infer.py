@@ -39,28 +39,16 @@ def main() -> None:
 
     import numpy as np
     import tensorflow as tf
+    from bench_adaptive import engine_options, make_engine  # the library path, shared with that benchmark
 
     from irisml_tf.data.testsets import simulate_test_sets
-    from irisml_tf.inference.engine import run_engine
     from irisml_tf.rowseed import call_seeds
     from irisml_tf.serving import load_model
 
     model = load_model(args.model)
     sim, prior = model.physics()
     _, sets = simulate_test_sets(sim, prior, model.observation, args.stars, args.seed, args.sets)
-    posterior = model.posterior()
-    sys_floor, engine = model.observation.sys_floor, model.meta.engine_options
-    if args.option:
-        import dataclasses
-        import json
-
-        engine = dataclasses.replace(engine, **{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)})
-
-    @tf.function(reduce_retracing=True)
-    def library(band_index, mag, mag_err, seed, target):
-        out = run_engine(posterior, sim, prior, {"band_index": band_index, "mag": mag, "mag_err": mag_err},
-                         seed, sys_floor, options=engine, num_samples=256, target_ess=target)
-        return {k: out[k] for k in ("median", "ess", "n_draws", "converged")}
+    library = make_engine(model, engine_options(model, args.option), ("median", "ess", "n_draws", "converged"), 256)
 
     print(f"irisml-tf inference benchmark: model {model.path} (step {model.meta.training.step}), "
           f"{args.stars} stars per call, median of {args.repeats}, TF {tf.__version__}, {os.cpu_count()} CPUs"

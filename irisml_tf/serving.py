@@ -652,8 +652,8 @@ def _diff(key, r, g, ref, got, stars: _Stars, rtol, atol, sigma_tol, ess_ratio, 
         return float(d.max(initial=0.0)), bool(np.all(d == 0))
     if key in ("ess", "efficiency", "n_target_evals"):  # the mode search stops on a float threshold
         ratio = np.maximum(r, g) / np.maximum(np.minimum(r, g), 1e-30)
-        compared = (np.maximum(r, g) > 0) & ~weak & (~short if key != "n_target_evals" else True)
-        ratio = np.where(compared, ratio, 1.0)
+        skip = weak | short if key != "n_target_evals" else weak  # ESS: a short star's last round's
+        ratio = np.where((np.maximum(r, g) > 0) & ~skip, ratio, 1.0)
         return float(ratio.max(initial=1.0)), bool(np.all(ratio <= ess_ratio))
     if key in POSTERIOR_OUTPUTS:
         sigma_tol = np.where(weak, np.inf, np.where(short, max(sigma_tol, 1.0), sigma_tol))[:, None]
